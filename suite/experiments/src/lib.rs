@@ -1,1 +1,97 @@
+//! Experiments of the paper as data: configs and their validation, the paper's reference numbers,
+//! claims with verdicts, and results as polars tables written as CSV and parquet.
+//!
+//! This crate is the only one that knows polars; the crates that train (`nets`, later `trainer`)
+//! write plain files that land here.
 
+pub mod paper;
+pub mod precision;
+pub mod store;
+pub mod table1;
+pub mod text;
+mod tomlfile;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Whether a claim of the paper held in this reproduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Held,
+    Failed,
+    NotRun,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Held => "held",
+            Verdict::Failed => "failed",
+            Verdict::NotRun => "not run",
+        }
+    }
+
+    /// All held: held; any failed: failed; otherwise not run.
+    pub fn all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        let mut out = Verdict::NotRun;
+        for v in verdicts {
+            match v {
+                Verdict::Failed => return Verdict::Failed,
+                Verdict::Held => out = Verdict::Held,
+                Verdict::NotRun => {}
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: `{key}`: {message}", .path.display())]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{}: `{key}`: {msg}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
+    #[error("{}: {source}", .path.display())]
+    Polars {
+        path: PathBuf,
+        source: polars::error::PolarsError,
+    },
+    #[error(transparent)]
+    Model(#[from] nets::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_combine() {
+        use Verdict::*;
+        assert_eq!(Verdict::all([Held, Held]), Held);
+        assert_eq!(Verdict::all([Held, Failed, NotRun]), Failed);
+        assert_eq!(Verdict::all([NotRun, Held]), Held);
+        assert_eq!(Verdict::all([]), NotRun);
+    }
+}

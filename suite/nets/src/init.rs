@@ -147,7 +147,11 @@ mod tests {
         // fan_out = 64 * 3 * 3, gain sqrt(2): std = sqrt(2 / 576) = 0.0589.
         let expected = (2.0f64 / 576.0).sqrt();
         assert!(mean.abs() < 0.005, "mean {mean}");
-        assert!((var.sqrt() / expected - 1.0).abs() < 0.05, "std {} vs {expected}", var.sqrt());
+        assert!(
+            (var.sqrt() / expected - 1.0).abs() < 0.05,
+            "std {} vs {expected}",
+            var.sqrt()
+        );
     }
 
     #[test]
@@ -157,7 +161,13 @@ mod tests {
         let a = vb.get_with_hints(4, "x", Init::Const(3.0)).unwrap();
         let b = vb.get_with_hints(4, "x", Init::Const(5.0)).unwrap();
         assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
-        let err = vb.get_with_hints(5, "x", Init::Const(0.0)).unwrap_err().to_string();
-        assert!(err.contains("`x`") && err.contains("[4]") && err.contains("[5]"), "{err}");
+        let err = vb
+            .get_with_hints(5, "x", Init::Const(0.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`x`") && err.contains("[4]") && err.contains("[5]"),
+            "{err}"
+        );
     }
 }

@@ -299,7 +299,13 @@ mod tests {
         let conv = Conv2d::new(16, 32, 3, 2, seeded_var_builder(&vars, 0, &Device::Cpu)).unwrap();
         let mut cost = Cost::default();
         assert_eq!(conv.trace((16, 32, 32), &mut cost), (32, 16, 16));
-        assert_eq!(cost, Cost { params: 4608, flops: 4608 * 256 });
+        assert_eq!(
+            cost,
+            Cost {
+                params: 4608,
+                flops: 4608 * 256
+            }
+        );
         // The shape the trace predicts is the shape the forward pass produces.
         let x = Tensor::zeros((1, 16, 32, 32), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(conv.forward(&x).unwrap().dims(), &[1, 32, 16, 16]);
@@ -310,15 +316,43 @@ mod tests {
         let dev = Device::Cpu;
         let vars = VarMap::new();
         let bn = BatchNorm::new(3, seeded_var_builder(&vars, 0, &dev)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (4, 3, 5, 5), &dev).unwrap().affine(2.0, 3.0).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 5, 5), &dev)
+            .unwrap()
+            .affine(2.0, 3.0)
+            .unwrap();
         let y = bn.forward_t(&x, true).unwrap();
-        let mean = y.mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let var = y.sqr().unwrap().mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mean = y
+            .mean_keepdim((0, 2, 3))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let var = y
+            .sqr()
+            .unwrap()
+            .mean_keepdim((0, 2, 3))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for c in 0..3 {
-            assert!(mean[c].abs() < 1e-5 && (var[c] - 1.0).abs() < 1e-3, "channel {c}: {} {}", mean[c], var[c]);
+            assert!(
+                mean[c].abs() < 1e-5 && (var[c] - 1.0).abs() < 1e-3,
+                "channel {c}: {} {}",
+                mean[c],
+                var[c]
+            );
         }
         // running = 0.9 * running + 0.1 * batch statistic (unbiased variance), per channel.
-        let xs = x.transpose(0, 1).unwrap().flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        let xs = x
+            .transpose(0, 1)
+            .unwrap()
+            .flatten_from(1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let rm = bn.running_mean().to_vec1::<f32>().unwrap();
         let rv = bn.running_var().to_vec1::<f32>().unwrap();
         for c in 0..3 {
@@ -331,9 +365,26 @@ mod tests {
         // Evaluation mode uses the running statistics: y = (x - rm) / sqrt(rv + eps).
         let y = bn.forward_t(&x, false).unwrap();
         let expect = x
-            .broadcast_sub(&bn.running_mean().reshape((1, 3, 1, 1)).unwrap()).unwrap()
-            .broadcast_div(&(bn.running_var() + 1e-5).unwrap().sqrt().unwrap().reshape((1, 3, 1, 1)).unwrap()).unwrap();
-        let diff = y.sub(&expect).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            .broadcast_sub(&bn.running_mean().reshape((1, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_div(
+                &(bn.running_var() + 1e-5)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap()
+                    .reshape((1, 3, 1, 1))
+                    .unwrap(),
+            )
+            .unwrap();
+        let diff = y
+            .sub(&expect)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "{diff}");
     }
 
@@ -343,7 +394,13 @@ mod tests {
         let vars = VarMap::new();
         let bn = BatchNorm::new(2, seeded_var_builder(&vars, 0, &dev)).unwrap();
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 2, 2, 2), &dev).unwrap()).unwrap();
-        let loss = bn.forward_t(x.as_tensor(), true).unwrap().sqr().unwrap().sum_all().unwrap();
+        let loss = bn
+            .forward_t(x.as_tensor(), true)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let grads = loss.backward().unwrap();
         assert!(grads.get(bn.running_mean()).is_none());
         assert!(grads.get(bn.running_var()).is_none());

@@ -73,6 +73,15 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+/// Parameters and multiply-adds of `spec` for one `height` x `width` image, from the same module
+/// graph that trains (built with zero-filled parameters: no random draws, no device).
+pub fn cost_of(spec: &ModelSpec, height: usize, width: usize) -> Cost {
+    let vb = candle_nn::VarBuilder::zeros(candle_core::DType::F32, &Device::Cpu);
+    ResNet::new(spec, vb)
+        .expect("building a valid spec on the CPU cannot fail")
+        .cost(height, width)
+}
+
 /// A network together with the variables that hold its parameters and BN statistics.
 pub struct Model {
     pub net: ResNet,

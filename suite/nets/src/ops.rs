@@ -36,7 +36,13 @@ pub fn subsample(xs: &Tensor, stride: usize) -> Result<Tensor> {
 }
 
 /// Pads the last two dimensions with `value` (`before` on top/left, `after_h` / `after_w` at the end).
-fn pad_hw(xs: &Tensor, before: usize, after_h: usize, after_w: usize, value: f64) -> Result<Tensor> {
+fn pad_hw(
+    xs: &Tensor,
+    before: usize,
+    after_h: usize,
+    after_w: usize,
+    value: f64,
+) -> Result<Tensor> {
     let (n, c, _, w) = xs.dims4()?;
     let fill = |shape: (usize, usize, usize, usize)| -> Result<Tensor> {
         Tensor::full(value as f32, shape, xs.device())?.to_dtype(xs.dtype())
@@ -122,7 +128,13 @@ mod tests {
     }
 
     /// A reference max pool written as loops over PyTorch's definition.
-    fn naive_max_pool(x: &[f32], (n, c, h, w): (usize, usize, usize, usize), k: usize, s: usize, p: usize) -> Vec<f32> {
+    fn naive_max_pool(
+        x: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> Vec<f32> {
         let (oh, ow) = (out_size(h, k, s, p), out_size(w, k, s, p));
         let mut out = Vec::new();
         for b in 0..n * c {
@@ -131,7 +143,10 @@ mod tests {
                     let mut m = f32::NEG_INFINITY;
                     for dy in 0..k {
                         for dx in 0..k {
-                            let (y, xx) = ((oy * s + dy) as isize - p as isize, (ox * s + dx) as isize - p as isize);
+                            let (y, xx) = (
+                                (oy * s + dy) as isize - p as isize,
+                                (ox * s + dx) as isize - p as isize,
+                            );
                             if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
                                 m = m.max(x[b * h * w + y as usize * w + xx as usize]);
                             }
@@ -160,7 +175,13 @@ mod tests {
         let x = Var::from_tensor(&arange((2, 3, 5, 4))).unwrap();
         let y = subsample(x.as_tensor(), 2).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
-        let g = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (idx, v) in g.iter().enumerate() {
             let (row, col) = ((idx / 4) % 5, idx % 4);
             let kept = row % 2 == 0 && col % 2 == 0;
@@ -183,8 +204,20 @@ mod tests {
             let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(v.len(), n);
             let y = max_pool2d(&x, k, s, p).unwrap();
-            assert_eq!(y.dims(), &[shape.0, shape.1, out_size(shape.2, k, s, p), out_size(shape.3, k, s, p)]);
-            assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), naive_max_pool(&v, shape, k, s, p), "{shape:?}");
+            assert_eq!(
+                y.dims(),
+                &[
+                    shape.0,
+                    shape.1,
+                    out_size(shape.2, k, s, p),
+                    out_size(shape.3, k, s, p)
+                ]
+            );
+            assert_eq!(
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                naive_max_pool(&v, shape, k, s, p),
+                "{shape:?}"
+            );
         }
     }
 
@@ -196,19 +229,38 @@ mod tests {
         let n = 2 * 7 * 6;
         let base: Vec<f32> = (0..n).map(|i| ((i * 37) % n) as f32 * 0.1).collect();
         let weights = Tensor::randn(0f32, 1.0, (1, 2, 4, 3), &dev).unwrap();
-        let loss = |x: &Tensor| -> Tensor { (max_pool2d(x, 3, 2, 1).unwrap() * &weights).unwrap().sum_all().unwrap() };
+        let loss = |x: &Tensor| -> Tensor {
+            (max_pool2d(x, 3, 2, 1).unwrap() * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
         let x = Var::from_vec(base.clone(), shape, &dev).unwrap();
         let grads = loss(x.as_tensor()).backward().unwrap();
-        let analytic = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let analytic = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let eps = 0.01f32;
         for i in 0..n {
             let mut plus = base.clone();
             plus[i] += eps;
             let mut minus = base.clone();
             minus[i] -= eps;
-            let f = |v: Vec<f32>| loss(&Tensor::from_vec(v, shape, &dev).unwrap()).to_scalar::<f32>().unwrap();
+            let f = |v: Vec<f32>| {
+                loss(&Tensor::from_vec(v, shape, &dev).unwrap())
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
             let numeric = (f(plus) - f(minus)) / (2.0 * eps);
-            assert!((numeric - analytic[i]).abs() < 1e-3, "element {i}: numeric {numeric}, analytic {}", analytic[i]);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-3,
+                "element {i}: numeric {numeric}, analytic {}",
+                analytic[i]
+            );
         }
     }
 

@@ -44,7 +44,14 @@ impl Taps {
 }
 
 /// Conv `conv{index}` + BN `bn{index}` in the scope of `vb`, torchvision's naming inside a block.
-fn unit(c_in: usize, c_out: usize, kernel: usize, stride: usize, index: usize, vb: &VarBuilder) -> Result<ConvBn> {
+fn unit(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    index: usize,
+    vb: &VarBuilder,
+) -> Result<ConvBn> {
     let names = (format!("conv{index}"), format!("bn{index}"));
     ConvBn::new(c_in, c_out, kernel, stride, (&names.0, &names.1), vb)
 }
@@ -61,14 +68,23 @@ enum ShortcutPath {
     Identity,
     /// Option A where the shape changes: `x[:, :, ::stride, ::stride]` with `extra` zero channels
     /// appended. No parameters.
-    ZeroPad { stride: usize, extra: usize },
+    ZeroPad {
+        stride: usize,
+        extra: usize,
+    },
     /// Options B (where the shape changes) and C (everywhere): 1x1 conv with the stride, then BN,
     /// stored as torchvision's `downsample.0` / `downsample.1`.
     Projection(ConvBn),
 }
 
 impl ShortcutPath {
-    fn new(option: Shortcut, c_in: usize, c_out: usize, stride: usize, vb: &VarBuilder) -> Result<Self> {
+    fn new(
+        option: Shortcut,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
         let changes_shape = stride != 1 || c_in != c_out;
         let project = match option {
             Shortcut::A => false,
@@ -76,7 +92,14 @@ impl ShortcutPath {
             Shortcut::C => true,
         };
         Ok(if project {
-            Self::Projection(ConvBn::new(c_in, c_out, 1, stride, ("0", "1"), &vb.pp("downsample"))?)
+            Self::Projection(ConvBn::new(
+                c_in,
+                c_out,
+                1,
+                stride,
+                ("0", "1"),
+                &vb.pp("downsample"),
+            )?)
         } else if changes_shape {
             if c_out < c_in {
                 candle_core::bail!("option A cannot shrink channels ({c_in} -> {c_out})");
@@ -93,7 +116,9 @@ impl ShortcutPath {
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Self::Identity => Ok(xs.clone()),
-            Self::ZeroPad { stride, extra } => ops::subsample(xs, *stride)?.pad_with_zeros(1, 0, *extra),
+            Self::ZeroPad { stride, extra } => {
+                ops::subsample(xs, *stride)?.pad_with_zeros(1, 0, *extra)
+            }
             Self::Projection(unit) => unit.forward_t(xs, train),
         }
     }
@@ -101,7 +126,9 @@ impl ShortcutPath {
     fn trace(&self, (c, h, w): Chw, cost: &mut Cost) -> Chw {
         match self {
             Self::Identity => (c, h, w),
-            Self::ZeroPad { stride, extra } => (c + extra, h.div_ceil(*stride), w.div_ceil(*stride)),
+            Self::ZeroPad { stride, extra } => {
+                (c + extra, h.div_ceil(*stride), w.div_ceil(*stride))
+            }
             Self::Projection(unit) => unit.trace((c, h, w), cost),
         }
     }
@@ -116,7 +143,13 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(spec: &ModelSpec, c_in: usize, width: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        spec: &ModelSpec,
+        c_in: usize,
+        width: usize,
+        stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let kind = spec.block_kind();
         let c_out = width * kind.expansion();
         let units = match kind {
@@ -171,7 +204,10 @@ impl Block {
 
 impl Traced for Block {
     fn trace(&self, input: Chw, cost: &mut Cost) -> Chw {
-        let out = self.units.iter().fold(input, |shape, unit| unit.trace(shape, cost));
+        let out = self
+            .units
+            .iter()
+            .fold(input, |shape, unit| unit.trace(shape, cost));
         if let Some(path) = &self.shortcut {
             let through = path.trace(input, cost);
             debug_assert_eq!(through, out, "shortcut and residual shapes");
@@ -263,7 +299,9 @@ impl Traced for ResNet {
             h = ops::out_size(h, 3, 2, 1);
             w = ops::out_size(w, 3, 2, 1);
         }
-        let shape = self.blocks().fold((c, h, w), |shape, block| block.trace(shape, cost));
+        let shape = self
+            .blocks()
+            .fold((c, h, w), |shape, block| block.trace(shape, cost));
         self.head.trace(shape, cost)
     }
 }

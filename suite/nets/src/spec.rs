@@ -185,7 +185,9 @@ impl FromStr for ModelSpec {
         } else if let Some(rest) = lower.strip_prefix("plain") {
             (false, rest)
         } else {
-            return Err(bad("expected a name starting with `resnet` or `plain`".into()));
+            return Err(bad(
+                "expected a name starting with `resnet` or `plain`".into()
+            ));
         };
         let (rest, v15) = match rest.strip_suffix("-v1.5") {
             Some(r) => (r, true),
@@ -200,7 +202,7 @@ impl FromStr for ModelSpec {
             .map_err(|_| bad(format!("`{depth_text}` is not a depth")))?;
         let family = if IMAGENET_DEPTHS.iter().any(|row| row.0 == depth) {
             Family::ImageNet { depth }
-        } else if depth >= 8 && (depth - 2) % 6 == 0 {
+        } else if depth >= 8 && (depth - 2).is_multiple_of(6) {
             Family::Cifar { n: (depth - 2) / 6 }
         } else {
             return Err(bad(format!(
@@ -322,7 +324,10 @@ mod tests {
         assert_eq!(r50.block_kind(), BlockKind::Bottleneck);
         assert_eq!(r50.bottleneck_stride, BottleneckStride::FirstConv);
         assert_eq!(r50.stages(), vec![(64, 3), (128, 4), (256, 6), (512, 3)]);
-        assert_eq!(ModelSpec::cifar(110).unwrap().stages(), vec![(16, 18), (32, 18), (64, 18)]);
+        assert_eq!(
+            ModelSpec::cifar(110).unwrap().stages(),
+            vec![(16, 18), (32, 18), (64, 18)]
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ pub fn save(vars: &VarMap, path: &Path) -> Result<(), Error> {
             .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<_>>()?
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let io = |source: std::io::Error| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -59,10 +62,11 @@ pub fn save(vars: &VarMap, path: &Path) -> Result<(), Error> {
 
 /// Reads `path` into the existing parameters of `vars`, after checking names and shapes.
 pub fn load(vars: &VarMap, path: &Path) -> Result<(), Error> {
-    let file = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let data = vars.data().lock().expect("var map lock poisoned");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();

@@ -18,7 +18,14 @@ fn images(n: usize, side: usize, seed: u64) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    a.sub(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -32,8 +39,15 @@ fn every_named_model_runs_and_counts_its_own_parameters() {
         let side = if spec.is_cifar() { 32 } else { 64 };
         let out = m.net.forward_t(&images(2, side, 1), false).unwrap();
         assert_eq!(out.dims(), &[2, spec.num_classes], "{spec}");
-        let stored: usize = weights::trainable(&m.vars).iter().map(|(_, v)| v.elem_count()).sum();
-        assert_eq!(m.cost().params, stored as u64, "{spec}: traced vs stored parameters");
+        let stored: usize = weights::trainable(&m.vars)
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        assert_eq!(
+            m.cost().params,
+            stored as u64,
+            "{spec}: traced vs stored parameters"
+        );
     }
 }
 
@@ -71,21 +85,34 @@ fn parameter_counts_match_torchvision_and_the_cifar_formula() {
         assert_eq!(model(name, 0).cost().params, params, "{name}");
     }
     for (depth, n) in [(20, 3), (32, 5), (44, 7), (56, 9), (110, 18)] {
-        assert_eq!(model(&format!("resnet{depth}"), 0).cost().params, cifar_params_by_hand(n));
-        assert_eq!(model(&format!("plain{depth}"), 0).cost().params, cifar_params_by_hand(n));
+        assert_eq!(
+            model(&format!("resnet{depth}"), 0).cost().params,
+            cifar_params_by_hand(n)
+        );
+        assert_eq!(
+            model(&format!("plain{depth}"), 0).cost().params,
+            cifar_params_by_hand(n)
+        );
     }
     assert_eq!(cifar_params_by_hand(3), 269_722);
 }
 
 #[test]
 fn v1_5_moves_flops_not_parameters() {
-    let (v1, v15) = (model("resnet50", 0).cost(), model("resnet50-v1.5", 0).cost());
+    let (v1, v15) = (
+        model("resnet50", 0).cost(),
+        model("resnet50-v1.5", 0).cost(),
+    );
     assert_eq!(v1.params, v15.params);
     assert!(v15.flops > v1.flops, "{} vs {}", v15.flops, v1.flops);
 }
 
 fn shortcut_kinds(name: &str) -> Vec<Option<&'static str>> {
-    model(name, 0).net.blocks().map(|b| b.shortcut_kind()).collect()
+    model(name, 0)
+        .net
+        .blocks()
+        .map(|b| b.shortcut_kind())
+        .collect()
 }
 
 #[test]
@@ -93,12 +120,26 @@ fn shortcut_options_follow_section_3_3() {
     let count = |kinds: &[Option<&str>], k: &str| kinds.iter().filter(|x| **x == Some(k)).count();
     // ResNet-34 has 16 blocks; the shape changes at the first block of stages 2, 3, 4.
     let a = shortcut_kinds("resnet34-a");
-    assert_eq!((count(&a, "zero-pad"), count(&a, "identity"), count(&a, "projection")), (3, 13, 0));
+    assert_eq!(
+        (
+            count(&a, "zero-pad"),
+            count(&a, "identity"),
+            count(&a, "projection")
+        ),
+        (3, 13, 0)
+    );
     let b = shortcut_kinds("resnet34-b");
     assert_eq!((count(&b, "projection"), count(&b, "identity")), (3, 13));
     let c = shortcut_kinds("resnet34-c");
-    assert_eq!(count(&c, "projection"), 16, "C projects every shortcut: 13 more than B (§4.1)");
-    assert!(shortcut_kinds("plain34").iter().all(Option::is_none), "plain nets have no shortcut path");
+    assert_eq!(
+        count(&c, "projection"),
+        16,
+        "C projects every shortcut: 13 more than B (§4.1)"
+    );
+    assert!(
+        shortcut_kinds("plain34").iter().all(Option::is_none),
+        "plain nets have no shortcut path"
+    );
     // A adds no parameters over the plain net; B adds exactly the three 1x1 projections and their BN.
     let proj = |c_in: u64, c_out: u64| c_in * c_out + 2 * c_out;
     let plain = model("plain34", 0).cost().params;
@@ -114,7 +155,10 @@ fn plain_and_residual_nets_with_the_same_seed_differ_only_in_the_shortcut() {
     // Same layers, same names, same initial weights: the outputs differ because of the shortcuts.
     let (plain, res) = (model("plain20", 3), model("resnet20", 3));
     let x = images(2, 32, 5);
-    let (p, r) = (plain.net.forward_t(&x, true).unwrap(), res.net.forward_t(&x, true).unwrap());
+    let (p, r) = (
+        plain.net.forward_t(&x, true).unwrap(),
+        res.net.forward_t(&x, true).unwrap(),
+    );
     assert!(max_abs_diff(&p, &r) > 1e-3);
     let names = |m: &Model| {
         let mut v: Vec<String> = m.vars.data().lock().unwrap().keys().cloned().collect();
@@ -143,7 +187,10 @@ fn torchvision_weight_names() {
     }
     // torchvision's state dict has 320 entries: these 267 plus one num_batches_tracked per BN (53).
     assert_eq!(data.len(), 267);
-    assert_eq!(data.keys().filter(|k| k.ends_with(".running_var")).count(), 53);
+    assert_eq!(
+        data.keys().filter(|k| k.ends_with(".running_var")).count(),
+        53
+    );
 }
 
 #[test]
@@ -158,7 +205,10 @@ fn taps_record_every_3x3_layer_after_bn() {
     assert_eq!(taps.last().unwrap().name, "layer3.2.bn2");
     assert_eq!(taps.last().unwrap().response.dims(), &[2, 64, 8, 8]);
     // Bottleneck nets: only the middle conv of each block is 3x3 (the 7x7 stem is not).
-    let (_, taps) = model("resnet50", 0).net.forward_with_taps(&images(1, 64, 0), false).unwrap();
+    let (_, taps) = model("resnet50", 0)
+        .net
+        .forward_with_taps(&images(1, 64, 0), false)
+        .unwrap();
     assert_eq!(taps.len(), 16);
     assert!(taps.iter().all(|t| t.name.ends_with(".bn2")));
 }
@@ -184,7 +234,10 @@ fn weights_round_trip_through_safetensors() {
     original.save(&path).unwrap();
     let loaded = Model::load("resnet20".parse().unwrap(), &path, &Device::Cpu).unwrap();
     let x = images(3, 32, 3);
-    let (a, b) = (original.net.forward_t(&x, false).unwrap(), loaded.net.forward_t(&x, false).unwrap());
+    let (a, b) = (
+        original.net.forward_t(&x, false).unwrap(),
+        loaded.net.forward_t(&x, false).unwrap(),
+    );
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     assert!(max_abs_diff(&a, &model("resnet20", 2).net.forward_t(&x, false).unwrap()) > 0.0);
 }
@@ -196,10 +249,18 @@ fn loading_the_wrong_file_names_the_tensor_and_shapes() {
     model("resnet20", 0).save(&path).unwrap();
     let load = |name: &str| -> String {
         let spec: ModelSpec = name.parse().unwrap();
-        Model::load(spec, &path, &Device::Cpu).err().expect("wrong model loaded").to_string()
+        Model::load(spec, &path, &Device::Cpu)
+            .err()
+            .expect("wrong model loaded")
+            .to_string()
     };
     let err = load("resnet32");
-    assert!(err.contains("w.safetensors") && err.contains("layer1.3.bn1.bias") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("w.safetensors")
+            && err.contains("layer1.3.bn1.bias")
+            && err.contains("missing"),
+        "{err}"
+    );
     // Plain and residual nets of one depth share every tensor, so either loads the other's weights.
     Model::load("plain20".parse().unwrap(), &path, &Device::Cpu).unwrap();
 }
@@ -209,15 +270,34 @@ fn loading_reports_shape_mismatches_and_extra_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
     model("resnet20-b", 0).save(&path).unwrap();
-    let err = Model::load("resnet20".parse().unwrap(), &path, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("downsample") && err.contains("not part of the model"), "{err}");
-    let hundred = "resnet20-b".parse::<ModelSpec>().unwrap().with_num_classes(100);
-    let err = Model::load(hundred, &path, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("fc.bias") && err.contains("[10]") && err.contains("[100]"), "{err}");
-    let err = Model::load("resnet20".parse().unwrap(), &dir.path().join("none.safetensors"), &Device::Cpu)
+    let err = Model::load("resnet20".parse().unwrap(), &path, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
+    assert!(
+        err.contains("downsample") && err.contains("not part of the model"),
+        "{err}"
+    );
+    let hundred = "resnet20-b"
+        .parse::<ModelSpec>()
+        .unwrap()
+        .with_num_classes(100);
+    let err = Model::load(hundred, &path, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("fc.bias") && err.contains("[10]") && err.contains("[100]"),
+        "{err}"
+    );
+    let err = Model::load(
+        "resnet20".parse().unwrap(),
+        &dir.path().join("none.safetensors"),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("none.safetensors"), "{err}");
 }
 
@@ -225,7 +305,14 @@ fn loading_reports_shape_mismatches_and_extra_tensors() {
 fn gradients_reach_every_parameter() {
     for name in ["resnet20", "resnet20-b", "plain20"] {
         let m = model(name, 0);
-        let loss = m.net.forward_t(&images(2, 32, 4), true).unwrap().sqr().unwrap().mean_all().unwrap();
+        let loss = m
+            .net
+            .forward_t(&images(2, 32, 4), true)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
         let grads = loss.backward().unwrap();
         for (pname, var) in weights::trainable(&m.vars) {
             assert!(grads.get(&var).is_some(), "{name}: no gradient for {pname}");

@@ -1,1 +1,23 @@
-fn main() {}
+//! `suite`: the resnet-repro command line. One command per paper artefact
+//! (`suite reproduce table1`), plus listing, inference and (as they arrive) training and reports.
+//!
+//! Exit codes: 0 success and every claim held; 1 a claim of the paper failed; 2 an error.
+
+mod cli;
+mod cmd;
+mod paths;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

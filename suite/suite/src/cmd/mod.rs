@@ -1,0 +1,26 @@
+//! One module per subcommand, each with its `Args` (the `--help` text) and `run`.
+
+pub mod list;
+pub mod predict;
+pub mod reproduce;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Cmd};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::List(args) => list::run(args, &cli.global),
+        Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
+        Cmd::Predict(args) => predict::run(args, &cli.global),
+    }
+}
+
+/// Output format of commands that print a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text (a Markdown table)
+    Text,
+    /// JSON on standard output
+    Json,
+}

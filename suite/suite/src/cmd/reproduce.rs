@@ -1,0 +1,73 @@
+//! `suite reproduce EXPERIMENT`: compute one paper artefact, store it, check the paper's claims.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::Format;
+use crate::cli::Global;
+
+const EXAMPLES: &str = "\
+Examples:
+  suite reproduce table1                  print the table, write results/table1/table1.{csv,parquet}
+  suite reproduce table1 --format json    the rows as a JSON array
+
+Exit codes: 0 every claim held, 1 a claim failed, 2 error.";
+
+/// Reproduce one artefact of the paper and check it against the paper's numbers.
+///
+/// table1: parameters and multiply-adds of every architecture (ImageNet 18-152 with option B;
+/// CIFAR 20-1202 with option A), computed from the module graphs that train, side by side with the
+/// paper (Table 1 FLOPs, Table 6 parameters) and torchvision's parameter counts.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The experiment: a config name in the configs directory (see `suite list experiments`)
+    experiment: String,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let configs = crate::paths::configs_dir(global.configs.as_deref());
+    match args.experiment.as_str() {
+        "table1" => table1(&args, global, &configs),
+        other => bail!(
+            "no experiment `{other}` is implemented yet (available: table1; configs in {})",
+            configs.display()
+        ),
+    }
+}
+
+fn table1(args: &Args, global: &Global, configs: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let table = experiments::table1::run(configs)?;
+    let mut df = table.to_frame()?;
+    let dir = global.results.join("table1");
+    let written = experiments::store::write_table(&mut df, &dir, "table1")?;
+    let verdict = table.verdict();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&table.rows)?),
+        Format::Text => {
+            println!("Table 1: parameters and multiply-adds, measured vs paper");
+            println!(
+                "(config {}, paper numbers from {})\n",
+                table.config_path.display(),
+                table.paper_path.display()
+            );
+            print!("{}", table.to_markdown());
+            let held = table
+                .rows
+                .iter()
+                .filter(|r| r.verdict == experiments::Verdict::Held)
+                .count();
+            println!("\n{held} of {} rows held.", table.rows.len());
+        }
+    }
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(match verdict {
+        experiments::Verdict::Failed => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}

@@ -1,0 +1,329 @@
+//! The `suite` binary end to end, as a user runs it.
+
+mod util;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ModuleT;
+use serde_json::Value;
+use util::{Dir, shared_data};
+
+#[test]
+fn reproduce_table1_holds_and_writes_csv_and_parquet() {
+    let dir = Dir::default();
+    let run = dir.suite(&["reproduce", "table1"]).code(0);
+    let out = run.stdout();
+    for model in ["resnet18", "resnet152", "resnet20", "resnet1202"] {
+        assert!(out.contains(&format!("| {model} ")), "{out}");
+    }
+    assert!(out.contains("11 of 11 rows held"), "{out}");
+    assert!(!out.contains("failed"), "{out}");
+    for file in ["results/table1/table1.csv", "results/table1/table1.parquet"] {
+        let len = std::fs::metadata(dir.join(file)).unwrap().len();
+        assert!(len > 100, "{file}: {len} bytes");
+    }
+    assert!(
+        run.stderr().contains("wrote results/table1/table1.parquet"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn reproduce_table1_as_json() {
+    let dir = Dir::default();
+    let out = dir
+        .suite(&["reproduce", "table1", "--format", "json"])
+        .code(0)
+        .stdout();
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 11);
+    for row in &rows {
+        for key in [
+            "model",
+            "params",
+            "flops",
+            "paper_params",
+            "paper_flops",
+            "verdict",
+        ] {
+            assert!(row.get(key).is_some(), "{key} missing in {row}");
+        }
+        assert_eq!(row["verdict"], "held", "{row}");
+    }
+    let r18 = rows.iter().find(|r| r["model"] == "resnet18").unwrap();
+    assert_eq!(r18["params"], 11_689_512);
+    assert_eq!(r18["paper_flops"].as_f64(), Some(1.8e9));
+    assert!(r18["paper_params"].is_null());
+    let r56 = rows.iter().find(|r| r["model"] == "resnet56").unwrap();
+    assert_eq!(r56["paper_params"].as_f64(), Some(0.85e6));
+    assert!(r56["paper_flops"].is_null());
+}
+
+#[test]
+fn a_paper_number_that_disagrees_fails_with_exit_code_1() {
+    let dir = Dir::default();
+    let paper = dir.join("configs/reference/paper.toml");
+    let text = std::fs::read_to_string(&paper).unwrap();
+    std::fs::write(&paper, text.replace("flops = 3.8e9", "flops = 4.4e9")).unwrap();
+    let out = dir.suite(&["reproduce", "table1"]).code(1).stdout();
+    let line = out.lines().find(|l| l.starts_with("| resnet50 ")).unwrap();
+    assert!(line.contains("4.4e9") && line.contains("failed"), "{line}");
+    assert!(out.contains("10 of 11 rows held"), "{out}");
+}
+
+#[test]
+fn errors_name_what_is_wrong_and_exit_2() {
+    let dir = Dir::default();
+    let err = dir.suite(&["reproduce", "table7"]).code(2).stderr();
+    assert!(
+        err.contains("table7") && err.contains("available: table1"),
+        "{err}"
+    );
+    std::fs::write(dir.join("configs/table1.toml"), "paper = 3\n").unwrap();
+    let err = dir.suite(&["reproduce", "table1"]).code(2).stderr();
+    assert!(
+        err.contains("table1.toml") && err.contains("paper"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_shows_experiments_and_every_model() {
+    let dir = Dir::default();
+    let out = dir.suite(&["list"]).code(0).stdout();
+    assert!(out.contains("table1"), "{out}");
+    for name in [
+        "resnet20",
+        "plain56",
+        "resnet34-a",
+        "resnet34-c",
+        "plain18",
+        "resnet152",
+        "resnet50-v1.5",
+        "resnet1202",
+    ] {
+        assert!(
+            out.contains(&format!("| {name} ")),
+            "{name} not listed:\n{out}"
+        );
+    }
+    let models: Vec<Value> = serde_json::from_str(
+        &dir.suite(&["list", "models", "--format", "json"])
+            .code(0)
+            .stdout(),
+    )
+    .unwrap();
+    let r34c = models.iter().find(|m| m["name"] == "resnet34-c").unwrap();
+    assert_eq!(r34c["shortcut"], "C");
+    assert_eq!(r34c["block"], "basic");
+    let plain = models.iter().find(|m| m["name"] == "plain18").unwrap();
+    assert!(plain["shortcut"].is_null());
+}
+
+#[test]
+fn help_has_examples() {
+    let dir = Dir::default();
+    for cmd in ["list", "reproduce", "predict"] {
+        let out = dir.suite(&[cmd, "--help"]).code(0).stdout();
+        assert!(out.contains("Example"), "{cmd}: {out}");
+    }
+}
+
+/// Writes random weights of `name` and returns the model.
+fn weights(dir: &Dir, name: &str, file: &str) -> nets::Model {
+    let model = nets::Model::new(name.parse().unwrap(), 5, &Device::Cpu).unwrap();
+    model.save(&dir.join(file)).unwrap();
+    model
+}
+
+#[test]
+fn predict_on_a_tensor_gives_the_models_logits() {
+    let dir = Dir::default();
+    let model = weights(&dir, "resnet20", "w.safetensors");
+    let input = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+    let file = dir.join("x.safetensors");
+    candle_core::safetensors::save(&[("input", input.clone())].into_iter().collect(), &file)
+        .unwrap();
+    let out = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet20",
+            "--weights",
+            "w.safetensors",
+            "--tensor",
+            "x.safetensors",
+            "--json",
+        ])
+        .code(0)
+        .stdout();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let expected = model
+        .net
+        .forward_t(&input, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let logits = v["logits"].as_array().unwrap();
+    assert_eq!(logits.len(), 3);
+    for (row, want) in logits.iter().zip(&expected) {
+        let got: Vec<f32> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(&got, want);
+    }
+    let top = v["top5"][0].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    let best = (0..10)
+        .max_by(|&a, &b| expected[0][a].total_cmp(&expected[0][b]))
+        .unwrap();
+    assert_eq!(top[0]["class"], best);
+    let probs: Vec<f64> = top
+        .iter()
+        .map(|c| c["probability"].as_f64().unwrap())
+        .collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+}
+
+#[test]
+fn predict_on_real_imagenet_jpegs() {
+    let Some(val) = shared_data("imagenet-sample/val") else {
+        return;
+    };
+    let dir = Dir::default();
+    weights(&dir, "resnet18", "r18.safetensors");
+    let mut classes: Vec<_> = std::fs::read_dir(&val)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    classes.sort();
+    let image = |class: &std::path::Path| {
+        let mut files: Vec<_> = std::fs::read_dir(class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files[0].display().to_string()
+    };
+    let (a, b) = (image(&classes[0]), image(&classes[500]));
+    let labels = dir.join("labels.txt");
+    let names: Vec<String> = classes
+        .iter()
+        .map(|c| c.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let out = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet18",
+            "--weights",
+            "r18.safetensors",
+            "--labels",
+            "labels.txt",
+            "--json",
+            &a,
+            &b,
+        ])
+        .code(0)
+        .stdout();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["logits"].as_array().unwrap().len(), 2);
+    assert_eq!(v["logits"][0].as_array().unwrap().len(), 1000);
+    assert!(
+        v["top5"][1][0]["label"].as_str().unwrap().starts_with('n'),
+        "{}",
+        v["top5"]
+    );
+    let text = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet18",
+            "--weights",
+            "r18.safetensors",
+            &a,
+        ])
+        .code(0)
+        .stdout();
+    assert!(text.starts_with(&a) && text.lines().count() == 6, "{text}");
+}
+
+#[test]
+fn predict_errors_name_the_tensor_and_shapes() {
+    let dir = Dir::default();
+    weights(&dir, "resnet20", "w.safetensors");
+    let err = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet32",
+            "--weights",
+            "w.safetensors",
+            "--tensor",
+            "x",
+        ])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("w.safetensors") && err.contains("layer1.3") && err.contains("missing"),
+        "{err}"
+    );
+    let x = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &[("images", x)].into_iter().collect(),
+        dir.join("x.safetensors"),
+    )
+    .unwrap();
+    let err = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet20",
+            "--weights",
+            "w.safetensors",
+            "--tensor",
+            "x.safetensors",
+        ])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("x.safetensors") && err.contains("`input`") && err.contains("images"),
+        "{err}"
+    );
+    std::fs::write(dir.join("bad.jpg"), b"not a jpeg").unwrap();
+    weights(&dir, "resnet18", "r18.safetensors");
+    let err = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet18",
+            "--weights",
+            "r18.safetensors",
+            "bad.jpg",
+        ])
+        .code(2)
+        .stderr();
+    assert!(err.contains("bad.jpg"), "{err}");
+    let err = dir
+        .suite(&[
+            "predict",
+            "--model",
+            "resnet18",
+            "--weights",
+            "w.safetensors",
+            "bad.jpg",
+        ])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("w.safetensors")
+            && err.contains("`bn1.bias`")
+            && err.contains("[16]")
+            && err.contains("[64]"),
+        "{err}"
+    );
+}

@@ -1,0 +1,99 @@
+//! A fresh directory per test and the `suite` binary run in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Default for Dir {
+    /// A temporary working directory with the repository's `configs/` copied in.
+    fn default() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("configs"), &tmp.path().join("configs"));
+        Self { tmp }
+    }
+}
+
+impl Dir {
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    /// Runs `suite ARGS` in this directory with the user's `SUITE_*` settings removed.
+    pub fn suite(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_suite"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("SUITE_CONFIGS")
+            .env_remove("SUITE_RESULTS")
+            .output()
+            .unwrap();
+        Run {
+            args: args.join(" "),
+            output,
+        }
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared data directory beside the repository, where it exists.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let path = repo().join("../shared/data").join(rel);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {} is absent", path.display());
+        None
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub struct Run {
+    args: String,
+    output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn code(self, expected: i32) -> Self {
+        let code = self.output.status.code();
+        assert_eq!(
+            code,
+            Some(expected),
+            "`suite {}` exited {code:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
