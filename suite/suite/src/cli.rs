@@ -46,6 +46,7 @@ pub enum Cmd {
     List(cmd::list::Args),
     Reproduce(cmd::reproduce::Args),
     Predict(cmd::predict::Args),
+    Init(cmd::init::Args),
 }
 
 #[cfg(test)]

@@ -327,3 +327,41 @@ fn predict_errors_name_the_tensor_and_shapes() {
         "{err}"
     );
 }
+
+#[test]
+fn init_writes_the_seeded_initial_weights() {
+    let dir = Dir::default();
+    let run = dir
+        .suite(&[
+            "init",
+            "--model",
+            "resnet20",
+            "--seed",
+            "4",
+            "--out",
+            "w.safetensors",
+        ])
+        .code(0);
+    assert!(
+        run.stderr().contains("269722 parameters"),
+        "{}",
+        run.stderr()
+    );
+    let loaded = nets::Model::load(
+        "resnet20".parse().unwrap(),
+        &dir.join("w.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let fresh = nets::Model::new("resnet20".parse().unwrap(), 4, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let diff = (loaded.net.forward_t(&x, false).unwrap() - fresh.net.forward_t(&x, false).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+}

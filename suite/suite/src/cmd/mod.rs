@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its `Args` (the `--help` text) and `run`.
 
+pub mod init;
 pub mod list;
 pub mod predict;
 pub mod reproduce;
@@ -11,6 +12,7 @@ use crate::cli::{Cli, Cmd};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::List(args) => list::run(args, &cli.global),
+        Cmd::Init(args) => init::run(args, &cli.global),
         Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
     }
