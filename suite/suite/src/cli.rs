@@ -39,6 +39,44 @@ pub struct Global {
         default_value = "results"
     )]
     pub results: PathBuf,
+    /// A local copy of a dataset instead of the hub, as NAME=PATH (cifar10=DIR, imagenet=DIR);
+    /// repeatable
+    #[arg(long = "data", global = true, value_name = "NAME=PATH", value_parser = parse_data)]
+    pub data: Vec<DataArg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataArg {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+const DATA_NAMES: [&str; 2] = ["cifar10", "imagenet"];
+
+fn parse_data(text: &str) -> Result<DataArg, String> {
+    let (name, path) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: expected NAME=PATH, e.g. cifar10=../shared/data/cifar10")
+    })?;
+    if !DATA_NAMES.contains(&name) {
+        return Err(format!(
+            "`{name}` is not a dataset (expected one of {DATA_NAMES:?})"
+        ));
+    }
+    Ok(DataArg {
+        name: name.into(),
+        path: PathBuf::from(path),
+    })
+}
+
+impl Global {
+    /// The path given with `--data NAME=PATH` (the last one wins).
+    pub fn data_path(&self, name: &str) -> Option<&std::path::Path> {
+        self.data
+            .iter()
+            .rev()
+            .find(|d| d.name == name)
+            .map(|d| d.path.as_path())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +85,7 @@ pub enum Cmd {
     Reproduce(cmd::reproduce::Args),
     Predict(cmd::predict::Args),
     Init(cmd::init::Args),
+    Data(cmd::data::Args),
 }
 
 #[cfg(test)]
@@ -70,6 +109,36 @@ mod tests {
                 sub.get_name()
             );
         }
+    }
+
+    #[test]
+    fn data_sources_parse_and_bad_ones_say_why() {
+        let cli = Cli::try_parse_from([
+            "suite",
+            "data",
+            "info",
+            "--data",
+            "cifar10=/a",
+            "--data",
+            "imagenet=/b",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.data_path("cifar10"),
+            Some(std::path::Path::new("/a"))
+        );
+        assert_eq!(
+            cli.global.data_path("imagenet"),
+            Some(std::path::Path::new("/b"))
+        );
+        let err = Cli::try_parse_from(["suite", "data", "info", "--data", "mnist=/a"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mnist") && err.contains("cifar10"), "{err}");
+        let err = Cli::try_parse_from(["suite", "data", "info", "--data", "cifar10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NAME=PATH"), "{err}");
     }
 
     #[test]

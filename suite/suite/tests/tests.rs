@@ -123,7 +123,7 @@ fn list_shows_experiments_and_every_model() {
 #[test]
 fn help_has_examples() {
     let dir = Dir::default();
-    for cmd in ["list", "reproduce", "predict"] {
+    for cmd in ["list", "reproduce", "predict", "init", "data"] {
         let out = dir.suite(&[cmd, "--help"]).code(0).stdout();
         assert!(out.contains("Example"), "{cmd}: {out}");
     }
@@ -364,4 +364,108 @@ fn init_writes_the_seeded_initial_weights() {
         .to_scalar::<f32>()
         .unwrap();
     assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn data_fetch_from_a_local_copy_fills_the_decoded_cache() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let dir = Dir::default();
+    let arg = format!("cifar10={}", sample.display());
+    let out = dir
+        .suite(&["data", "fetch", "cifar10", "--data", &arg])
+        .code(0)
+        .stdout();
+    assert!(out.contains("train 1000 images, test 200 images"), "{out}");
+    let cached: Vec<_> = std::fs::read_dir(dir.join("cache")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one decoded cache file");
+    let info = dir
+        .suite(&["data", "info", "--json", "--data", &arg])
+        .code(0)
+        .stdout();
+    let v: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v[0]["train"], 1000);
+    assert_eq!(v[0]["files"].as_array().unwrap().len(), 2);
+}
+
+/// Lays out files as hf-hub's cache holds a dataset revision.
+fn fake_hub_cache(hf_home: &std::path::Path, sample: &std::path::Path) {
+    let repo = hf_home.join("hub/datasets--uoft-cs--cifar10");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs/refs/convert")).unwrap();
+    std::fs::write(repo.join("refs/refs/convert/parquet"), commit).unwrap();
+    for split in ["train", "test"] {
+        let dir = repo.join(format!("snapshots/{commit}/plain_text/{split}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            sample.join(format!("{split}.parquet")),
+            dir.join("0000.parquet"),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_hub_source_reads_hf_hubs_cache_offline_and_says_what_failed() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let dir = Dir::default();
+    let offline = [("HF_HUB_OFFLINE", std::path::Path::new("1"))];
+    let err = dir
+        .suite_env(&["data", "fetch", "cifar10"], &offline)
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("uoft-cs/cifar10")
+            && err.contains("HF_HUB_OFFLINE")
+            && err.contains("--data cifar10="),
+        "{err}"
+    );
+    let info = dir.suite(&["data", "info"]).code(0).stdout();
+    assert!(
+        info.contains("not available") && info.contains("suite data fetch cifar10"),
+        "{info}"
+    );
+    fake_hub_cache(&dir.join("hf"), &sample);
+    let out = dir
+        .suite_env(&["data", "fetch", "cifar10"], &offline)
+        .code(0)
+        .stdout();
+    assert!(
+        out.contains("hf://datasets/uoft-cs/cifar10@refs/convert/parquet"),
+        "{out}"
+    );
+    assert!(out.contains("train 1000 images, test 200 images"), "{out}");
+}
+
+#[test]
+fn data_info_describes_an_image_folder() {
+    let Some(val) = shared_data("imagenet-sample/val") else {
+        return;
+    };
+    let dir = Dir::default();
+    let arg = format!("imagenet={}", val.display());
+    let v: Value = serde_json::from_str(
+        &dir.suite(&["data", "info", "--json", "--data", &arg])
+            .code(0)
+            .stdout(),
+    )
+    .unwrap();
+    let imagenet = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "imagenet")
+        .unwrap();
+    assert_eq!(
+        (imagenet["classes"].as_u64(), imagenet["images"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    let err = dir
+        .suite(&["data", "info", "--data", "imagenet=nowhere"])
+        .code(2)
+        .stderr();
+    assert!(err.contains("nowhere"), "{err}");
 }

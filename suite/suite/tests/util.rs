@@ -25,15 +25,26 @@ impl Dir {
         self.path().join(rel)
     }
 
-    /// Runs `suite ARGS` in this directory with the user's `SUITE_*` settings removed.
+    /// Runs `suite ARGS` in this directory with the user's `SUITE_*` settings removed and caches
+    /// inside the directory.
     pub fn suite(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_suite"))
-            .args(args)
+        self.suite_env(args, &[])
+    }
+
+    /// `suite` with extra environment variables.
+    pub fn suite_env(&self, args: &[&str], envs: &[(&str, &Path)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_suite"));
+        cmd.args(args)
             .current_dir(self.path())
             .env_remove("SUITE_CONFIGS")
             .env_remove("SUITE_RESULTS")
-            .output()
-            .unwrap();
+            .env_remove("HF_HUB_OFFLINE")
+            .env("RESNET_REPRO_CACHE", self.join("cache"))
+            .env("HF_HOME", self.join("hf"));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().unwrap();
         Run {
             args: args.join(" "),
             output,

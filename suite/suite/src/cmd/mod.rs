@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its `Args` (the `--help` text) and `run`.
 
+pub mod data;
 pub mod init;
 pub mod list;
 pub mod predict;
@@ -13,6 +14,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::List(args) => list::run(args, &cli.global),
         Cmd::Init(args) => init::run(args, &cli.global),
+        Cmd::Data(args) => data::run(args, &cli.global),
         Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
     }

@@ -1,0 +1,304 @@
+//! ImageNet-style image folders and the paper's ImageNet transforms (§3.4).
+//!
+//! `root/<class>/<image>`: class index = position of the folder name in sorted order, as
+//! torchvision's `ImageFolder` (for ImageNet, the sorted WordNet ids give the standard indices).
+//!
+//! - Training: shorter side resized to a random length in [256, 480], a random 224x224 crop,
+//!   a random horizontal flip, mean subtraction, AlexNet's PCA colour augmentation.
+//! - Testing: a single center crop (shorter side 256, crop 224); the standard 10 crops (corners and
+//!   center of the 256 image and of its mirror); the fully-convolutional multi-scale views (whole
+//!   image with shorter side in {224, 256, 384, 480, 640}).
+//!
+//! Deviation: the paper subtracts a per-pixel mean; with scale augmentation no fixed mean image lines
+//! up with a crop, so a per-channel mean is subtracted (and divided by a per-channel std, as
+//! torchvision's models expect).
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use image::imageops::{self, FilterType};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::Error;
+use crate::loader::Dataset;
+
+const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
+
+/// torchvision's ImageNet statistics, in [0, 1] units.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The eigen decomposition of ImageNet's RGB covariance used by AlexNet-style colour augmentation
+/// (values of the fb.resnet.torch reproduction, in [0, 1] units).
+pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
+pub const PCA_EIGVEC: [[f32; 3]; 3] = [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+];
+/// Standard deviation of the PCA weights (AlexNet: 0.1).
+pub const PCA_STD: f32 = 0.1;
+
+/// The samples of an image folder.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    pub root: PathBuf,
+    pub classes: Vec<String>,
+    pub samples: Vec<(PathBuf, usize)>,
+}
+
+impl ImageFolder {
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let io = |source| Error::Io {
+            path: root.to_path_buf(),
+            source,
+        };
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        classes.sort();
+        let mut samples = Vec::new();
+        for (label, class) in classes.iter().enumerate() {
+            let dir = root.join(class);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|source| Error::Io {
+                    path: dir.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| {
+                        EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+                    })
+                })
+                .collect();
+            files.sort();
+            samples.extend(files.into_iter().map(|f| (f, label)));
+        }
+        if samples.is_empty() {
+            return Err(Error::Source {
+                path: root.to_path_buf(),
+                msg: "holds no class folders with images (expected root/<class>/<image>.jpg)"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes,
+            samples,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// Decodes an image file to RGB, naming the file on failure.
+pub fn decode(path: &Path) -> Result<RgbImage, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(image::load_from_memory(&bytes)
+        .map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            msg: format!("image does not decode: {e}"),
+        })?
+        .to_rgb8())
+}
+
+/// Resizes so that the shorter side is `short` (the longer one as torchvision: truncated).
+pub fn resize_shorter(img: &RgbImage, short: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = if w <= h {
+        (short, (short as u64 * h as u64 / w as u64) as u32)
+    } else {
+        ((short as u64 * w as u64 / h as u64) as u32, short)
+    };
+    imageops::resize(img, nw, nh, FilterType::Triangle)
+}
+
+/// Per-channel normalisation to a CHW buffer, optionally mirrored and with an RGB offset (PCA).
+fn to_chw(img: &RgbImage, flip: bool, offset: [f32; 3], out: &mut [f32]) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let plane = w * h;
+    for (x, y, p) in img.enumerate_pixels() {
+        let x = if flip { w - 1 - x as usize } else { x as usize };
+        for c in 0..3 {
+            let v = p[c] as f32 / 255.0 + offset[c];
+            out[c * plane + y as usize * w + x] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        }
+    }
+}
+
+fn crop(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
+    imageops::crop_imm(img, x, y, size, size).to_image()
+}
+
+/// The PCA colour offset of one draw: sum_i alpha_i * eigval_i * eigvec_i, alpha_i ~ N(0, 0.1).
+pub fn pca_offset(rng: &mut ChaCha8Rng) -> [f32; 3] {
+    let normal = Normal::new(0.0f32, PCA_STD).expect("valid std");
+    let alpha: [f32; 3] = [0, 1, 2].map(|_| normal.sample(rng));
+    [0, 1, 2].map(|c| {
+        (0..3)
+            .map(|i| PCA_EIGVEC[c][i] * alpha[i] * PCA_EIGVAL[i])
+            .sum()
+    })
+}
+
+/// How samples of an image folder are turned into tensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    /// The paper's training augmentation.
+    Train {
+        scale: (u32, u32),
+        crop: u32,
+        pca: bool,
+    },
+    /// Resize the shorter side to `resize`, take the center `crop`.
+    CenterCrop { resize: u32, crop: u32 },
+}
+
+impl Transform {
+    pub const TRAIN: Transform = Transform::Train {
+        scale: (256, 480),
+        crop: 224,
+        pca: true,
+    };
+    pub const CENTER: Transform = Transform::CenterCrop {
+        resize: 256,
+        crop: 224,
+    };
+
+    pub fn crop_size(&self) -> u32 {
+        match *self {
+            Transform::Train { crop, .. } | Transform::CenterCrop { crop, .. } => crop,
+        }
+    }
+
+    /// Applies the transform to a decoded image, writing a (3, crop, crop) CHW buffer.
+    pub fn apply(
+        &self,
+        img: &RgbImage,
+        rng: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        match *self {
+            Transform::Train {
+                scale,
+                crop: size,
+                pca,
+            } => {
+                let short = rng.random_range(scale.0..=scale.1);
+                let resized = resize_shorter(img, short);
+                let (w, h) = resized.dimensions();
+                if w < size || h < size {
+                    return Err(format!(
+                        "{w}x{h} after resizing is smaller than the {size} crop"
+                    ));
+                }
+                let x = rng.random_range(0..=w - size);
+                let y = rng.random_range(0..=h - size);
+                let flip = rng.random_bool(0.5);
+                let offset = if pca { pca_offset(rng) } else { [0.0; 3] };
+                to_chw(&crop(&resized, x, y, size), flip, offset, out);
+            }
+            Transform::CenterCrop { resize, crop: size } => {
+                let resized = resize_shorter(img, resize);
+                let (w, h) = resized.dimensions();
+                to_chw(
+                    &crop(&resized, (w - size) / 2, (h - size) / 2, size),
+                    false,
+                    [0.0; 3],
+                    out,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The standard 10-crop test views: four corners and the center of the image resized to `resize`,
+/// then the same of its mirror; each (3, crop, crop).
+pub fn ten_crop(img: &RgbImage, resize: u32, size: u32) -> Vec<Vec<f32>> {
+    let resized = resize_shorter(img, resize);
+    let (w, h) = resized.dimensions();
+    let corners = [
+        (0, 0),
+        (w - size, 0),
+        (0, h - size),
+        (w - size, h - size),
+        ((w - size) / 2, (h - size) / 2),
+    ];
+    let len = 3 * (size * size) as usize;
+    let mut views = Vec::with_capacity(10);
+    for flip in [false, true] {
+        for &(x, y) in &corners {
+            // A mirrored corner crop is the crop of the mirrored image at the mirrored corner.
+            let x = if flip { w - size - x } else { x };
+            let mut out = vec![0f32; len];
+            to_chw(&crop(&resized, x, y, size), flip, [0.0; 3], &mut out);
+            views.push(out);
+        }
+    }
+    views
+}
+
+/// The paper's multi-scale shorter sides for fully-convolutional testing (§3.4).
+pub const MULTI_SCALES: [u32; 5] = [224, 256, 384, 480, 640];
+
+/// The whole image at each scale (shorter side = scale), with its (height, width); CHW.
+pub fn multi_scale(img: &RgbImage, scales: &[u32]) -> Vec<(Vec<f32>, (usize, usize))> {
+    scales
+        .iter()
+        .map(|&s| {
+            let resized = resize_shorter(img, s);
+            let (w, h) = resized.dimensions();
+            let mut out = vec![0f32; 3 * (w * h) as usize];
+            to_chw(&resized, false, [0.0; 3], &mut out);
+            (out, (h as usize, w as usize))
+        })
+        .collect()
+}
+
+/// An image folder with a transform: a [`Dataset`] for the loader.
+pub struct FolderDataset {
+    pub folder: ImageFolder,
+    pub transform: Transform,
+}
+
+impl Dataset for FolderDataset {
+    fn len(&self) -> usize {
+        self.folder.len()
+    }
+
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        let s = self.transform.crop_size() as usize;
+        (3, s, s)
+    }
+
+    fn label(&self, index: usize) -> usize {
+        self.folder.samples[index].1
+    }
+
+    fn prepare(&self, index: usize, rng: &mut ChaCha8Rng, out: &mut [f32]) -> Result<(), Error> {
+        let path = &self.folder.samples[index].0;
+        let img = decode(path)?;
+        self.transform
+            .apply(&img, rng, out)
+            .map_err(|msg| Error::Corrupt {
+                path: path.clone(),
+                msg,
+            })
+    }
+}
