@@ -1,0 +1,107 @@
+//! Images per second of the input pipelines, beside what ResNet-20 training consumes, in one run.
+//!
+//! `cargo bench -p datasets --bench pipeline`. Groups (throughput in images):
+//! - `cifar_train_batch/{threads}`: one augmented, normalised batch of 128 as a candle tensor.
+//! - `imagenet_train_transform/1`: decode a JPEG, scale-augment, crop, flip, PCA colour, normalise.
+//! - `resnet20_forward_backward/128`: the consumer, a forward and backward pass at batch 128 with
+//!   candle's stock ops (the SGD update it leaves out is a small part of a step).
+//!
+//! Synthetic pixels: the pipeline's cost does not depend on the content.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use candle_core::{D, Device, Tensor};
+use candle_nn::ModuleT;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datasets::cifar::{IMAGE_BYTES, Split};
+use datasets::{CifarDataset, Loader, LoaderConfig, Normalize, Position, Transform};
+use rand::SeedableRng;
+
+fn synthetic_split(n: usize) -> Split {
+    Split {
+        images: (0..n * IMAGE_BYTES)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    }
+}
+
+fn cifar(c: &mut Criterion) {
+    let split = synthetic_split(5000);
+    let normalize = Normalize::pixel_mean(&split);
+    let dataset = Arc::new(CifarDataset::new(split, normalize, true));
+    let mut group = c.benchmark_group("cifar_train_batch");
+    group.throughput(Throughput::Elements(128));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let config = LoaderConfig {
+            batch_size: 128,
+            threads: Some(threads),
+            ..Default::default()
+        };
+        let loader = Loader::new(dataset.clone(), config, &Device::Cpu).unwrap();
+        let mut batch = 0u64;
+        group.bench_function(format!("{threads}"), |b| {
+            b.iter(|| {
+                batch = (batch + 1) % loader.batches_per_epoch();
+                black_box(loader.batch(Position { epoch: 0, batch }).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn imagenet(c: &mut Criterion) {
+    // A 500x375 JPEG, the typical ImageNet size.
+    let img = image::RgbImage::from_fn(500, 375, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let mut out = vec![0f32; 3 * 224 * 224];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut group = c.benchmark_group("imagenet_train_transform");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1", |b| {
+        b.iter(|| {
+            let decoded = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+            Transform::TRAIN
+                .apply(&decoded, &mut rng, &mut out)
+                .unwrap();
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+fn resnet20(c: &mut Criterion) {
+    let model = nets::Model::new("resnet20".parse().unwrap(), 0, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (128, 3, 32, 32), &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec(
+        (0..128u32).map(|i| i % 10).collect::<Vec<_>>(),
+        128,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("resnet20_forward_backward");
+    group.throughput(Throughput::Elements(128));
+    group.sample_size(10);
+    group.bench_function("128", |b| {
+        b.iter(|| {
+            let logits = model.net.forward_t(&x, true).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+            black_box(loss.backward().unwrap());
+            black_box(logits.argmax(D::Minus1).unwrap());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cifar, imagenet, resnet20);
+criterion_main!(benches);
