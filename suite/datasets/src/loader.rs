@@ -245,19 +245,30 @@ impl Producer {
             None => prepare(),
         };
         let mut labels = Vec::with_capacity(indices.len());
-        let mut kept = Vec::with_capacity(data.len());
-        for ((result, &index), sample) in results.into_iter().zip(indices).zip(data.chunks(size)) {
-            match result {
-                Ok(()) => {
-                    labels.push(self.dataset.label(index) as u32);
-                    kept.extend_from_slice(sample);
-                }
-                Err(_) if self.config.skip_unreadable => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                }
+        let mut ok = Vec::with_capacity(indices.len());
+        for (result, &index) in results.into_iter().zip(indices) {
+            let keep = match result {
+                Ok(()) => true,
+                Err(_) if self.config.skip_unreadable => false,
                 Err(e) => return Err(e),
+            };
+            if keep {
+                labels.push(self.dataset.label(index) as u32);
+            } else {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
             }
+            ok.push(keep);
         }
+        // Only a batch that lost samples is compacted; a full one is used as it is.
+        let kept = if labels.len() == indices.len() {
+            data
+        } else {
+            data.chunks(size)
+                .zip(&ok)
+                .filter(|(_, keep)| **keep)
+                .flat_map(|(sample, _)| sample.iter().copied())
+                .collect()
+        };
         let n = labels.len();
         let images = Tensor::from_vec(kept, (n, c, h, w), &Device::Cpu)?.to_device(&self.device)?;
         let labels = Tensor::from_vec(labels, n, &Device::Cpu)?.to_device(&self.device)?;

@@ -12,7 +12,8 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The generator for `stream` (e.g. an epoch's shuffle, or one sample's augmentation) under `seed`.
+/// The generator that `parts` name under `seed`, e.g. `[0, epoch]` for an epoch's shuffle or
+/// `[1, epoch, position]` for one sample's augmentation.
 pub fn rng(seed: u64, parts: &[u64]) -> ChaCha8Rng {
     let key = parts.iter().fold(mix(seed), |acc, &p| mix(acc ^ mix(p)));
     ChaCha8Rng::seed_from_u64(key)

@@ -9,7 +9,8 @@ use polars::prelude::*;
 
 use crate::Error;
 
-/// Writes `bytes` to `path` atomically, creating the parent directory.
+/// Runs `write` on a temporary file beside `path`, then renames it over `path` (creating the parent
+/// directory): `path` holds either its old content or all of the new.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<(), Error>,
