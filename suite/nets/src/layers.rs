@@ -1,7 +1,7 @@
 //! The layers of a ResNet, each able to report its parameters and multiply-adds for a given input
 //! shape, so counts come from the same module graph that runs.
 
-use candle_core::{D, Result, Tensor, Var};
+use candle_core::{D, DType, Result, Tensor, Var};
 use candle_nn::init::Init;
 use candle_nn::{ModuleT, VarBuilder};
 
@@ -34,12 +34,60 @@ pub trait Traced {
     fn trace(&self, input: Chw, cost: &mut Cost) -> Chw;
 }
 
+/// Which implementation of the training ops (conv, batch norm, ReLU) the layers run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// The `kernels` crate's GEMM conv, fused batch norm + ReLU and one-pass ReLU, wherever the
+    /// tensors are f32 on the CPU; candle's own ops elsewhere (e.g. on CUDA).
+    #[default]
+    Fast,
+    /// candle's stock ops everywhere: the reference the fast kernels are checked against.
+    Stock,
+}
+
+impl Kernels {
+    fn fast_for(self, xs: &Tensor) -> bool {
+        self == Self::Fast && xs.device().is_cpu() && xs.dtype() == DType::F32
+    }
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fast" => Ok(Self::Fast),
+            "stock" => Ok(Self::Stock),
+            _ => Err(format!("unknown kernels `{s}`: expected `fast` or `stock`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fast => "fast",
+            Self::Stock => "stock",
+        })
+    }
+}
+
+/// `max(xs, 0)` with the chosen kernels.
+pub fn relu(xs: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fast_for(xs) {
+        ::kernels::relu(xs)
+    } else {
+        xs.relu()
+    }
+}
+
 /// A 2-D convolution without bias (every conv in a ResNet is followed by BN).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     stride: usize,
     padding: usize,
+    pub kernels: Kernels,
 }
 
 impl Conv2d {
@@ -61,6 +109,7 @@ impl Conv2d {
             weight,
             stride,
             padding,
+            kernels: Kernels::default(),
         }
     }
 
@@ -75,7 +124,11 @@ impl Conv2d {
 
 impl candle_nn::Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+        if self.kernels.fast_for(xs) {
+            ::kernels::conv2d(xs, &self.weight, self.padding, self.stride)
+        } else {
+            xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+        }
     }
 }
 
@@ -109,6 +162,7 @@ pub struct BatchNorm {
     running_var: Var,
     eps: f64,
     momentum: f64,
+    pub kernels: Kernels,
 }
 
 impl BatchNorm {
@@ -127,6 +181,7 @@ impl BatchNorm {
             running_var: Var::from_tensor(&running_var)?,
             eps: Self::EPS,
             momentum: Self::MOMENTUM,
+            kernels: Kernels::default(),
         })
     }
 
@@ -142,7 +197,29 @@ impl BatchNorm {
         t.reshape((1, (), 1, 1))
     }
 
-    fn forward_train(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Folds a batch statistic into a running one: `running = (1 - m) * running + m * batch`.
+    fn update_running(&self, running: &Var, batch: &Tensor) -> Result<()> {
+        let m = self.momentum;
+        running.set(&((running.as_tensor() * (1.0 - m))? + (batch * m)?)?)
+    }
+
+    /// Training mode, followed by a ReLU when `relu` is set (fused into one op by the fast kernels).
+    pub fn forward_train(&self, xs: &Tensor, relu: bool) -> Result<Tensor> {
+        if !self.kernels.fast_for(xs) {
+            let ys = self.forward_train_stock(xs)?;
+            return if relu { ys.relu() } else { Ok(ys) };
+        }
+        let (ys, stats) =
+            ::kernels::batch_norm_train(xs, &self.weight, &self.bias, self.eps, relu)?;
+        let channels = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean.clone(), channels, xs.device())?;
+        let var = Tensor::from_vec(stats.unbiased_var(), channels, xs.device())?;
+        self.update_running(&self.running_mean, &mean)?;
+        self.update_running(&self.running_var, &var)?;
+        Ok(ys)
+    }
+
+    fn forward_train_stock(&self, xs: &Tensor) -> Result<Tensor> {
         let (n, _, h, w) = xs.dims4()?;
         let count = (n * h * w) as f64;
         if count < 2.0 {
@@ -154,15 +231,9 @@ impl BatchNorm {
         let mean = xs.mean_keepdim((0, 2, 3))?;
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
-        {
-            let m = self.momentum;
-            let batch_mean = mean.detach().flatten_all()?;
-            let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0)))?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-        }
+        let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0)))?;
+        self.update_running(&self.running_mean, &mean.detach().flatten_all()?)?;
+        self.update_running(&self.running_var, &unbiased)?;
         let scale = (var + self.eps)?
             .sqrt()?
             .recip()?
@@ -186,7 +257,7 @@ impl BatchNorm {
 impl ModuleT for BatchNorm {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         if train {
-            self.forward_train(xs)
+            self.forward_train(xs, false)
         } else {
             self.forward_eval(xs)
         }
@@ -229,11 +300,31 @@ impl ConvBn {
     pub fn kernel(&self) -> usize {
         self.conv.kernel()
     }
+
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.conv.kernels = kernels;
+        self.bn.kernels = kernels;
+    }
+
+    /// Conv, BN, and a ReLU when `relu` is set.
+    pub fn forward_act(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let ys = xs.apply(&self.conv)?;
+        if train {
+            self.bn.forward_train(&ys, relu)
+        } else {
+            let ys = self.bn.forward_t(&ys, false)?;
+            if relu {
+                self::relu(&ys, self.bn.kernels)
+            } else {
+                Ok(ys)
+            }
+        }
+    }
 }
 
 impl ModuleT for ConvBn {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        xs.apply(&self.conv)?.apply_t(&self.bn, train)
+        self.forward_act(xs, train, false)
     }
 }
 

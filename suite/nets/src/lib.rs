@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use candle_nn::VarMap;
 
-pub use layers::Cost;
+pub use layers::{Cost, Kernels};
 pub use resnet::{Block, ResNet, Tap};
 pub use spec::{BlockKind, BottleneckStride, Family, ModelSpec, Shortcut, all_models};
 

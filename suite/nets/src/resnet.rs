@@ -13,7 +13,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
-use crate::layers::{Chw, ConvBn, Cost, Head, Traced};
+use crate::layers::{self, Chw, ConvBn, Cost, Head, Kernels, Traced};
 use crate::ops;
 use crate::spec::{BlockKind, BottleneckStride, Family, ModelSpec, Shortcut};
 
@@ -56,10 +56,25 @@ fn unit(
     ConvBn::new(c_in, c_out, kernel, stride, (&names.0, &names.1), vb)
 }
 
-fn forward_unit(unit: &ConvBn, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+/// A unit's output, followed by a ReLU when `relu` is set. With taps on, the response before the
+/// ReLU is recorded, so the two are not fused.
+fn forward_unit(
+    unit: &ConvBn,
+    xs: &Tensor,
+    train: bool,
+    relu: bool,
+    taps: &mut Taps,
+) -> Result<Tensor> {
+    if !taps.enabled {
+        return unit.forward_act(xs, train, relu);
+    }
     let ys = unit.forward_t(xs, train)?;
     taps.record(unit, &ys);
-    Ok(ys)
+    if relu {
+        layers::relu(&ys, unit.bn.kernels)
+    } else {
+        Ok(ys)
+    }
 }
 
 /// The shortcut path of a residual block.
@@ -181,14 +196,26 @@ impl Block {
         let last = self.units.len() - 1;
         let mut ys = xs.clone();
         for (i, unit) in self.units.iter().enumerate() {
-            ys = forward_unit(unit, &ys, train, taps)?;
-            if i != last {
-                ys = ys.relu()?;
-            }
+            // A plain block's last ReLU fuses into its BN; a residual block's comes after the sum.
+            let relu = i != last || self.shortcut.is_none();
+            ys = forward_unit(unit, &ys, train, relu, taps)?;
         }
         match &self.shortcut {
-            Some(path) => (ys + path.forward(xs, train)?)?.relu(),
-            None => ys.relu(),
+            Some(path) => layers::relu(&(ys + path.forward(xs, train)?)?, self.kernels()),
+            None => Ok(ys),
+        }
+    }
+
+    fn kernels(&self) -> Kernels {
+        self.units[0].bn.kernels
+    }
+
+    fn set_kernels(&mut self, kernels: Kernels) {
+        for unit in &mut self.units {
+            unit.set_kernels(kernels);
+        }
+        if let Some(ShortcutPath::Projection(unit)) = &mut self.shortcut {
+            unit.set_kernels(kernels);
         }
     }
 
@@ -263,8 +290,20 @@ impl ResNet {
         self.stages.iter().flatten()
     }
 
+    /// The kernels every layer runs: fast (the default) or candle's stock ops.
+    pub fn kernels(&self) -> Kernels {
+        self.stem.bn.kernels
+    }
+
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.stem.set_kernels(kernels);
+        for block in self.stages.iter_mut().flatten() {
+            block.set_kernels(kernels);
+        }
+    }
+
     fn run(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
-        let mut ys = forward_unit(&self.stem, xs, train, taps)?.relu()?;
+        let mut ys = forward_unit(&self.stem, xs, train, true, taps)?;
         if matches!(self.spec.family, Family::ImageNet { .. }) {
             ys = ops::max_pool2d(&ys, 3, 2, 1)?;
         }

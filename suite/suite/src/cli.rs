@@ -86,6 +86,7 @@ pub enum Cmd {
     Predict(cmd::predict::Args),
     Init(cmd::init::Args),
     Data(cmd::data::Args),
+    Bench(cmd::bench::Args),
 }
 
 #[cfg(test)]

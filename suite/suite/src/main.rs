@@ -13,6 +13,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    kernels::keep_freed_memory();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its `Args` (the `--help` text) and `run`.
 
+pub mod bench;
 pub mod data;
 pub mod init;
 pub mod list;
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Data(args) => data::run(args, &cli.global),
         Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
+        Cmd::Bench(args) => bench::run(args, &cli.global),
     }
 }
 

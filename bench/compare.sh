@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Interleaves `suite bench train` with the PyTorch reference (A, B, A, B, ...) on this machine and
+# prints suite/PyTorch images/s ratios: median, min and max over the rounds. Only ratios measured
+# in one run like this count; the machine may be shared and noisy.
+#
+# Usage: bench/compare.sh [ROUNDS] [MODEL:BATCH ...]
+#   bench/compare.sh 3 resnet20:128 resnet56:128 resnet50:16
+# Needs: a release build (cargo build --release -p suite) and .venv with torch (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+shift || true
+cases=("${@:-resnet20:128}")
+suite=${SUITE:-target/release/suite}
+python=${PYTHON:-.venv/bin/python}
+steps=${STEPS:-10}
+[[ -x $suite ]] || { echo "no $suite: run cargo build --release -p suite" >&2; exit 2; }
+"$python" -c "import torch" 2>/dev/null || { echo "no torch in $python: python -m venv .venv && .venv/bin/pip install torch torchvision" >&2; exit 2; }
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for ((r = 1; r <= rounds; r++)); do
+  for c in "${cases[@]}"; do
+    model=${c%%:*} batch=${c##*:}
+    echo "round $r/$rounds: $model batch $batch" >&2
+    "$suite" bench train --model "$model" --batch "$batch" --steps "$steps" --json | sed "s/^/suite $r /" >>"$out"
+    "$python" bench/pytorch_reference.py train --model "$model" --batch "$batch" --steps "$steps" | sed "s/^/torch $r /" >>"$out"
+  done
+done
+"$python" - "$out" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    who, rnd, obj = line.split(" ", 2)
+    o = json.loads(obj)
+    rows.setdefault((o["model"], o["batch"]), {}).setdefault(int(rnd), {})[who] = o["images_per_s"]
+print(f"{'model':<14}{'batch':>6}{'suite img/s':>13}{'torch img/s':>13}{'ratio median':>14}{'min':>7}{'max':>7}")
+for (model, batch), by_round in rows.items():
+    pairs = [(r["suite"], r["torch"]) for r in by_round.values() if "suite" in r and "torch" in r]
+    ratios = [s / t for s, t in pairs]
+    print(f"{model:<14}{batch:>6}{statistics.median(s for s, _ in pairs):>13.1f}{statistics.median(t for _, t in pairs):>13.1f}"
+          f"{statistics.median(ratios):>14.2f}{min(ratios):>7.2f}{max(ratios):>7.2f}")
+PY

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""PyTorch (CPU) figures for the same measurements as `suite bench`, as the speed reference.
+
+The nets are built like the suite's: the CIFAR ResNets of §4.2 (3x3 stem with 16 filters, three
+stages of 2n basic blocks, option-A shortcuts: strided subsampling plus zero channels) and
+torchvision's ImageNet ResNets. Output is one JSON object per measurement, with the same keys as
+`suite bench train --json` / `suite bench op --json`.
+
+PyTorch is a reference here, never a dependency of the suite:
+
+    python -m venv .venv && .venv/bin/pip install torch torchvision
+    .venv/bin/python bench/pytorch_reference.py train --model resnet20 --batch 128
+    .venv/bin/python bench/pytorch_reference.py op --batch 128 --channels 16 --size 32
+    .venv/bin/python bench/pytorch_reference.py memory --model resnet110 --batch 128
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride, residual):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.residual = residual
+        self.stride, self.extra = stride, c_out - c_in
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if self.residual:
+            shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+            if self.extra:
+                shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra))
+            y = y + shortcut
+        return F.relu(y)
+
+
+class CifarNet(nn.Module):
+    """Depth 6n+2, plain or residual with option-A shortcuts."""
+
+    def __init__(self, depth, residual=True, classes=10):
+        super().__init__()
+        assert (depth - 2) % 6 == 0, "CIFAR depths are 6n+2"
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, c_in = [], 16
+        for stage, width in enumerate([16, 32, 64]):
+            for b in range(n):
+                stride = 2 if stage > 0 and b == 0 else 1
+                layers.append(BasicBlock(c_in, width, stride, residual))
+                c_in = width
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build(name):
+    """The suite's model names: resnetN / plainN (CIFAR when N = 6n+2 < 152, else torchvision)."""
+    import torchvision
+
+    residual = name.startswith("resnet")
+    depth = int(name.removeprefix("resnet").removeprefix("plain").split("-")[0])
+    if depth in (18, 34, 50, 101, 152):
+        assert residual, "plain ImageNet nets are not in torchvision"
+        return getattr(torchvision.models, f"resnet{depth}")(), 224, 1000
+    return CifarNet(depth, residual), 32, 10
+
+
+def train(args):
+    model, side, classes = build(args.model)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    images = torch.randn(args.batch, 3, side, side)
+    labels = torch.arange(args.batch) % classes
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    rates = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        rates.append(args.batch / (time.perf_counter() - start))
+    print(json.dumps({
+        "model": args.model, "batch": args.batch, "device": "cpu", "kernels": "pytorch",
+        "threads": torch.get_num_threads(), "images_per_s": statistics.median(rates),
+        "images_per_s_min": min(rates), "images_per_s_max": max(rates), "steps": len(rates),
+        "torch": torch.__version__,
+    }))
+
+
+def median_seconds(repeats, f):
+    f()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def op(args):
+    n, c, s, k, st = args.batch, args.channels, args.size, args.kernel, args.stride
+    x = torch.randn(n, c, s, s)
+    w = torch.randn(c, c, k, k) * 0.1
+    pad = k // 2
+    out = (s + 2 * pad - k) // st + 1
+    flops = 2 * n * c * out * out * c * k * k
+    rows = []
+    with torch.no_grad():
+        fwd = median_seconds(args.repeats, lambda: F.conv2d(x, w, None, st, pad))
+    rows.append(("conv forward", fwd, flops))
+    xg = x.clone().requires_grad_()
+    both = median_seconds(args.repeats, lambda: F.conv2d(xg, w, None, st, pad).sum().backward())
+    rows.append(("conv input gradient", both - fwd, flops))
+    wg = w.clone().requires_grad_()
+    both = median_seconds(args.repeats, lambda: F.conv2d(x, wg, None, st, pad).sum().backward())
+    rows.append(("conv weight gradient", both - fwd, flops))
+    bn = nn.BatchNorm2d(c).train()
+    rows.append(("batch norm forward+backward", median_seconds(args.repeats, lambda: bn(xg).sum().backward()), None))
+    rows.append(("relu forward+backward", median_seconds(args.repeats, lambda: F.relu(xg).sum().backward()), None))
+    rows.append(("max pool 3x3/2 forward+backward",
+                 median_seconds(args.repeats, lambda: F.max_pool2d(xg, 3, 2, 1).sum().backward()), None))
+    a = torch.randn(1024, 1024)
+    rows.append(("sgemm 1024 (reference)", median_seconds(args.repeats, lambda: a @ a), 2 * 1024**3))
+    print(json.dumps({
+        "batch": n, "channels": c, "size": s, "kernel": k, "stride": st, "kernels": "pytorch",
+        "threads": torch.get_num_threads(),
+        "ops": [{"op": name, "ms": t * 1e3, "gflop_per_s": f / t / 1e9 if f else None} for name, t, f in rows],
+    }))
+
+
+def memory(args):
+    """Peak resident memory (MiB) of a process that runs `steps` training steps."""
+    args.warmup, args.steps = 0, max(args.steps, 2)
+    train_args = argparse.Namespace(**vars(args))
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(train_args)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"model": args.model, "batch": args.batch, "kernels": "pytorch", "peak_rss_mib": peak_kib / 1024}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name in ("train", "memory"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", required=True)
+        p.add_argument("--batch", type=int, default=128)
+        p.add_argument("--warmup", type=int, default=2)
+        p.add_argument("--steps", type=int, default=10)
+    p = sub.add_parser("op")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--kernel", type=int, default=3)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    {"train": train, "op": op, "memory": memory}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

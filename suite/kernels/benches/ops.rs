@@ -1,0 +1,78 @@
+//! The fast kernels at the nets' real shapes: CIFAR (batch 128; 16, 32, 64 channels at 32, 16, 8 px)
+//! and ResNet-50 on ImageNet (batch 16), with candle's stock ops beside them at one CIFAR shape.
+//!
+//! `cargo bench -p kernels --bench ops`; `suite bench op` prints the same passes with GFLOP/s.
+
+use candle_core::{Device, Tensor, Var};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn random(shape: &[usize], scale: f32) -> Tensor {
+    Tensor::randn(0f32, scale, shape, &Device::Cpu).unwrap()
+}
+
+/// (name, batch, c_in, c_out, size, kernel, stride)
+const CONVS: [(&str, usize, usize, usize, usize, usize, usize); 9] = [
+    ("cifar-16x32", 128, 16, 16, 32, 3, 1),
+    ("cifar-32x16", 128, 32, 32, 16, 3, 1),
+    ("cifar-64x8", 128, 64, 64, 8, 3, 1),
+    ("cifar-16to32-s2", 128, 16, 32, 32, 3, 2),
+    ("r50-stem-7x7-s2", 16, 3, 64, 224, 7, 2),
+    ("r50-64x56", 16, 64, 64, 56, 3, 1),
+    ("r50-256to64-1x1", 16, 256, 64, 56, 1, 1),
+    ("r50-256x14", 16, 256, 256, 14, 3, 1),
+    ("r50-512x7", 16, 512, 512, 7, 3, 1),
+];
+
+fn conv(c: &mut Criterion) {
+    kernels::keep_freed_memory();
+    let mut group = c.benchmark_group("conv2d");
+    group.sample_size(10);
+    for (name, n, c_in, c_out, size, k, s) in CONVS {
+        let x = Var::from_tensor(&random(&[n, c_in, size, size], 1.0)).unwrap();
+        let w = Var::from_tensor(&random(&[c_out, c_in, k, k], 0.1)).unwrap();
+        let geometry = kernels::Conv2dGeometry::new(x.dims(), w.dims(), s, k / 2).unwrap();
+        group.throughput(Throughput::Elements(geometry.flops()));
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| kernels::conv2d(&x, &w, k / 2, s).unwrap())
+        });
+        // Forward and both gradients: three passes of `flops` each.
+        group.throughput(Throughput::Elements(3 * geometry.flops()));
+        group.bench_function(BenchmarkId::new("forward+backward", name), |b| {
+            b.iter(|| {
+                let y = kernels::conv2d(&x, &w, k / 2, s).unwrap();
+                y.backward().unwrap()
+            })
+        });
+        if name == "cifar-16x32" {
+            group.bench_function(BenchmarkId::new("stock forward+backward", name), |b| {
+                b.iter(|| x.conv2d(&w, k / 2, s, 1, 1).unwrap().backward().unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+fn batch_norm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch-norm-relu");
+    group.sample_size(10);
+    for (name, n, ch, size) in [
+        ("cifar-16x32", 128, 16, 32),
+        ("cifar-64x8", 128, 64, 8),
+        ("r50-256x56", 16, 256, 56),
+    ] {
+        let x = Var::from_tensor(&random(&[n, ch, size, size], 1.0)).unwrap();
+        let gamma = Var::from_tensor(&random(&[ch], 1.0)).unwrap();
+        let beta = Var::from_tensor(&random(&[ch], 1.0)).unwrap();
+        group.throughput(Throughput::Elements(x.elem_count() as u64));
+        group.bench_function(BenchmarkId::new("forward+backward", name), |b| {
+            b.iter(|| {
+                let (y, _) = kernels::batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+                y.backward().unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv, batch_norm);
+criterion_main!(benches);

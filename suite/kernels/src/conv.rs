@@ -1,0 +1,454 @@
+//! 2-D convolution (NCHW input, OIHW weight, square stride and zero padding, no bias) as per-image
+//! GEMMs over an im2col buffer.
+//!
+//! For image `n`, with `K = c_in * kh * kw` and `P = oh * ow`:
+//! - forward: `y[n] (c_out x P) = W (c_out x K) * cols(x[n]) (K x P)`;
+//! - weight gradient: `dW += dy[n] (c_out x P) * cols(x[n])^T (P x K)`;
+//! - input gradient: `dx[n] = col2im(W^T (K x c_out) * dy[n])`.
+//!
+//! For stride 1 the input gradient is itself a convolution, of `dy` with the weight flipped in
+//! space and transposed in channels, padded by `k - 1 - p`: it runs as a forward pass, which avoids
+//! col2im's scattered additions.
+//!
+//! Work is split over the batch (each task owns a run of images and its own im2col buffer, so
+//! buffers stay in cache and writes never overlap); a 1x1 stride-1 conv uses the image itself as
+//! its column matrix. When the batch is smaller than the thread pool, gemm splits each product.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use crate::cpu;
+use crate::matmul::{View, matmul};
+
+/// The shapes of one convolution, derived from its input and weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub height: usize,
+    pub width: usize,
+    pub c_out: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl Conv2dGeometry {
+    /// Checks that an NCHW input of shape `x` and an OIHW weight of shape `w` can be convolved.
+    pub fn new(x: &[usize], w: &[usize], stride: usize, padding: usize) -> Result<Self> {
+        let (&[batch, c_in, height, width], &[c_out, w_in, kernel_h, kernel_w]) = (x, w) else {
+            bail!(
+                "conv2d: expected a 4-D input (N, C, H, W) and weight (O, I, kH, kW), got {x:?} and {w:?}"
+            );
+        };
+        if w_in != c_in {
+            bail!("conv2d: the input has {c_in} channels but the weight {w:?} expects {w_in}");
+        }
+        if stride == 0 {
+            bail!("conv2d: stride must be at least 1");
+        }
+        if height + 2 * padding < kernel_h || width + 2 * padding < kernel_w {
+            bail!(
+                "conv2d: kernel {kernel_h}x{kernel_w} is larger than the padded input {height}x{width} (padding {padding})"
+            );
+        }
+        Ok(Self {
+            batch,
+            c_in,
+            height,
+            width,
+            c_out,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+            out_h: (height + 2 * padding - kernel_h) / stride + 1,
+            out_w: (width + 2 * padding - kernel_w) / stride + 1,
+        })
+    }
+
+    /// Multiply-adds of one pass over the batch, times two (floating-point operations); each of the
+    /// three passes costs the same.
+    pub fn flops(&self) -> u64 {
+        2 * (self.batch * self.c_out * self.patch_len() * self.positions()) as u64
+    }
+
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_out, self.out_h, self.out_w]
+    }
+
+    /// Rows of the column matrix: one per (input channel, kernel row, kernel column).
+    fn patch_len(&self) -> usize {
+        self.c_in * self.kernel_h * self.kernel_w
+    }
+
+    /// Columns of the column matrix: one per output position.
+    fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    fn image_len(&self) -> usize {
+        self.c_in * self.height * self.width
+    }
+
+    fn output_len(&self) -> usize {
+        self.c_out * self.positions()
+    }
+
+    /// A 1x1 stride-1 unpadded conv, whose column matrix is the image itself.
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    fn cols_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.patch_len() * self.positions()
+        }
+    }
+
+    /// Output columns `[lo, hi)` whose input column for kernel column `kj` lies inside the image.
+    fn valid_columns(&self, kj: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.padding);
+        let lo = p.saturating_sub(kj).div_ceil(s).min(self.out_w);
+        let hi = (self.width + p)
+            .saturating_sub(kj)
+            .div_ceil(s)
+            .min(self.out_w);
+        (lo, hi.max(lo))
+    }
+
+    /// Input row of output row `oy` for kernel row `ki`, if it is inside the image.
+    fn input_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        (oy * self.stride + ki)
+            .checked_sub(self.padding)
+            .filter(|&iy| iy < self.height)
+    }
+
+    /// Images per parallel task: a few tasks per thread so an uneven machine still balances.
+    fn images_per_task(&self, threads: usize) -> usize {
+        self.batch.div_ceil(threads * 2).max(1)
+    }
+
+    /// Threads for each gemm call when there are fewer tasks than threads.
+    fn gemm_threads(&self, threads: usize) -> usize {
+        let tasks = self.batch.div_ceil(self.images_per_task(threads));
+        (threads / tasks).max(1)
+    }
+}
+
+/// Unfolds one image (c_in x H x W) into its column matrix (K x P), zeros where the kernel overhangs.
+fn im2col(g: &Conv2dGeometry, image: &[f32], cols: &mut [f32]) {
+    let (plane, positions, ow) = (g.height * g.width, g.positions(), g.out_w);
+    let mut rows = cols.chunks_exact_mut(positions);
+    for channel in image.chunks_exact(plane) {
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let row = rows.next().expect("K rows");
+                let (lo, hi) = g.valid_columns(kj);
+                for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let Some(iy) = g.input_row(oy, ki) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &channel[iy * g.width..][..g.width];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = lo * g.stride + kj - g.padding;
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        let src = src[first..].iter().step_by(g.stride);
+                        for (d, s) in dst[lo..hi].iter_mut().zip(src) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column-matrix entry back onto the input pixel it came from.
+/// `image` must start zeroed.
+fn col2im(g: &Conv2dGeometry, cols: &[f32], image: &mut [f32]) {
+    let (plane, positions, ow) = (g.height * g.width, g.positions(), g.out_w);
+    let mut rows = cols.chunks_exact(positions);
+    for channel in image.chunks_exact_mut(plane) {
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let row = rows.next().expect("K rows");
+                let (lo, hi) = g.valid_columns(kj);
+                for (oy, src) in row.chunks_exact(ow).enumerate() {
+                    let Some(iy) = g.input_row(oy, ki) else {
+                        continue;
+                    };
+                    let dst = &mut channel[iy * g.width..][..g.width];
+                    let first = lo * g.stride + kj - g.padding;
+                    if g.stride == 1 {
+                        for (d, s) in dst[first..first + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        let dst = dst[first..].iter_mut().step_by(g.stride);
+                        for (d, s) in dst.zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The column matrix of `image`: the image itself for a pointwise conv, else unfolded into `buffer`.
+fn columns<'a>(g: &Conv2dGeometry, image: &'a [f32], buffer: &'a mut [f32]) -> &'a [f32] {
+    if g.is_pointwise() {
+        image
+    } else {
+        im2col(g, image, buffer);
+        buffer
+    }
+}
+
+fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    let (per_task, gemm_threads) = (g.images_per_task(threads), g.gemm_threads(threads));
+    let (k, p) = (g.patch_len(), g.positions());
+    let mut y = vec![0.0; g.batch * g.output_len()];
+    y.par_chunks_mut(per_task * g.output_len())
+        .zip(x.par_chunks(per_task * g.image_len()))
+        .for_each(|(ys, xs)| {
+            let mut buffer = vec![0.0; g.cols_len()];
+            for (y_img, x_img) in ys
+                .chunks_exact_mut(g.output_len())
+                .zip(xs.chunks_exact(g.image_len()))
+            {
+                let cols = columns(g, x_img, &mut buffer);
+                let shape = (g.c_out, p, k);
+                matmul(
+                    y_img,
+                    shape,
+                    View::rows(w, k),
+                    View::rows(cols, p),
+                    false,
+                    gemm_threads,
+                );
+            }
+        });
+    y
+}
+
+/// The geometry and weight that compute a stride-1 conv's input gradient as a forward conv of `dy`:
+/// `W'[ci, co, i, j] = W[co, ci, k-1-i, k-1-j]`, padding `k - 1 - p`. `None` for other convs.
+fn transposed_conv(g: &Conv2dGeometry, w: &[f32]) -> Option<(Conv2dGeometry, Vec<f32>)> {
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    if g.stride != 1 || kh != kw || g.padding >= kh {
+        return None;
+    }
+    let mut flipped = vec![0.0; w.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((ci * g.c_out + co) * kh + i) * kw + j] =
+                        w[((co * g.c_in + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+                }
+            }
+        }
+    }
+    let geometry = Conv2dGeometry::new(
+        &[g.batch, g.c_out, g.out_h, g.out_w],
+        &[g.c_in, g.c_out, kh, kw],
+        1,
+        kh - 1 - g.padding,
+    )
+    .ok()?;
+    (geometry.out_h == g.height && geometry.out_w == g.width).then_some((geometry, flipped))
+}
+
+/// Both gradients, each when wanted: the weight gradient by im2col; the input gradient as a forward
+/// conv where the stride allows, else by col2im in the same walk over the batch.
+fn backward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if !want_dx {
+        return (None, backward_by_columns(g, x, w, dy, None, want_dw));
+    }
+    if let Some((tg, flipped)) = transposed_conv(g, w) {
+        let dx = forward(&tg, dy, &flipped);
+        return (Some(dx), backward_by_columns(g, x, w, dy, None, want_dw));
+    }
+    let mut dx = vec![0.0; g.batch * g.image_len()];
+    let dw = backward_by_columns(g, x, w, dy, Some(&mut dx), want_dw);
+    (Some(dx), dw)
+}
+
+/// Both gradients in one walk over the batch; `dx` is `Some` (zeroed, input-sized) when wanted.
+fn backward_by_columns(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    want_dw: bool,
+) -> Option<Vec<f32>> {
+    let threads = rayon::current_num_threads();
+    let (per_task, gemm_threads) = (g.images_per_task(threads), g.gemm_threads(threads));
+    let (k, p) = (g.patch_len(), g.positions());
+    let task = |first: usize, dx: Option<&mut [f32]>| -> Option<Vec<f32>> {
+        let images = per_task.min(g.batch - first);
+        let mut dw = want_dw.then(|| vec![0.0; g.c_out * k]);
+        let mut cols_buffer = vec![0.0; g.cols_len()];
+        let mut dcols = vec![0.0; if dx.is_some() { g.cols_len() } else { 0 }];
+        let mut dx = dx;
+        for i in 0..images {
+            let n = first + i;
+            let dy_img = &dy[n * g.output_len()..][..g.output_len()];
+            if let Some(dw) = dw.as_mut() {
+                let x_img = &x[n * g.image_len()..][..g.image_len()];
+                let cols = columns(g, x_img, &mut cols_buffer);
+                let shape = (g.c_out, k, p);
+                let (a, b) = (View::rows(dy_img, p), View::transposed(cols, p));
+                matmul(dw, shape, a, b, true, gemm_threads);
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                let dx_img = &mut dx[i * g.image_len()..][..g.image_len()];
+                let (shape, wt) = ((k, p, g.c_out), View::transposed(w, k));
+                if g.is_pointwise() {
+                    matmul(
+                        dx_img,
+                        shape,
+                        wt,
+                        View::rows(dy_img, p),
+                        false,
+                        gemm_threads,
+                    );
+                } else {
+                    matmul(
+                        &mut dcols,
+                        shape,
+                        wt,
+                        View::rows(dy_img, p),
+                        false,
+                        gemm_threads,
+                    );
+                    col2im(g, &dcols, dx_img);
+                }
+            }
+        }
+        dw
+    };
+    let partial: Vec<Option<Vec<f32>>> = match dx.take() {
+        Some(dx) => dx
+            .par_chunks_mut(per_task * g.image_len())
+            .enumerate()
+            .map(|(t, dx)| task(t * per_task, Some(dx)))
+            .collect(),
+        None => (0..g.batch.div_ceil(per_task))
+            .into_par_iter()
+            .map(|t| task(t * per_task, None))
+            .collect(),
+    };
+    let mut partial = partial.into_iter().flatten();
+    let mut dw = partial.next()?;
+    for part in partial {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    Some(dw)
+}
+
+struct Conv2dOp {
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "fast-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Conv2dGeometry::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        let (x, w) = (
+            cpu::slice(self.name(), xs, xl)?,
+            cpu::slice(self.name(), ws, wl)?,
+        );
+        let y = forward(&g, x, w);
+        Ok((CpuStorage::F32(y), Shape::from(g.output_shape().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Conv2dGeometry::new(x.dims(), w.dims(), self.stride, self.padding)?;
+        let (want_dx, want_dw) = (x.track_op(), w.track_op());
+        let name = self.name();
+        let (dx, dw) = cpu::with_slice(name, x, |x| {
+            cpu::with_slice(name, w, |w| {
+                cpu::with_slice(name, dy, |dy| backward(&g, x, w, dy, want_dx, want_dw))
+            })
+        })???;
+        let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
+        let dw = dw.map(|dw| cpu::tensor(dw, w.dims())).transpose()?;
+        Ok((dx, dw))
+    }
+}
+
+/// `conv2d(x, w)` for an NCHW f32 input and OIHW weight on the CPU, with square `stride` and zero
+/// `padding` (dilation 1, one group), differentiable in both arguments.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    Conv2dGeometry::new(x.dims(), w.dims(), stride, padding)?;
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv2dOp { stride, padding })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col and col2im are adjoint: <im2col(x), c> = <x, col2im(c)> for every geometry.
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        for (h, w, k, s, p) in [
+            (5, 7, 3, 1, 1),
+            (6, 6, 3, 2, 1),
+            (7, 5, 1, 2, 0),
+            (4, 4, 7, 2, 3),
+        ] {
+            let g = Conv2dGeometry::new(&[1, 2, h, w], &[1, 2, k, k], s, p).unwrap();
+            let x: Vec<f32> = (0..g.image_len()).map(|i| (i % 11) as f32 - 5.0).collect();
+            let c: Vec<f32> = (0..g.patch_len() * g.positions())
+                .map(|i| (i % 7) as f32 - 3.0)
+                .collect();
+            let mut cols = vec![f32::NAN; c.len()];
+            im2col(&g, &x, &mut cols);
+            let mut back = vec![0.0; x.len()];
+            col2im(&g, &c, &mut back);
+            let lhs: f32 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs, "{h}x{w} k{k} s{s} p{p}");
+        }
+    }
+}

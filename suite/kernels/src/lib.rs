@@ -1,0 +1,36 @@
+//! Fast CPU training kernels for candle, each a custom op with its own backward pass:
+//!
+//! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) as per-image GEMMs over
+//!   an im2col buffer, parallel over the batch; the two backward passes share one walk over the
+//!   batch and skip the input gradient where nothing upstream needs it.
+//! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
+//!   it, with the batch statistics computed in one pass and a fused backward.
+//! - [`relu`]: a ReLU whose backward is one pass over the output.
+//!
+//! Stock candle computes a conv's input gradient with a direct transposed convolution and builds
+//! batch norm from a dozen primitive ops, each allocating its result; these kernels do the same work
+//! in one or two passes over memory. They run on the CPU only: on other devices the callers keep
+//! candle's own ops (see `nets::layers::Kernels`).
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//!
+//! let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &Device::Cpu)?)?;
+//! let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (4, 3, 3, 3), &Device::Cpu)?)?;
+//! let y = kernels::conv2d(&x, &w, 1, 1)?;
+//! let stock = x.conv2d(&w, 1, 1, 1, 1)?;
+//! assert!((&y - &stock)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+//! let grads = y.sqr()?.sum_all()?.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().dims(), &[4, 3, 3, 3]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+mod conv;
+mod cpu;
+mod matmul;
+mod memory;
+mod norm;
+
+pub use conv::{Conv2dGeometry, conv2d};
+pub use memory::keep_freed_memory;
+pub use norm::{BatchStats, batch_norm_train, relu};

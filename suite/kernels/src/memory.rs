@@ -1,0 +1,19 @@
+//! Allocator settings for op-by-op training.
+
+/// Keeps freed activation buffers in the process for reuse instead of returning them to the OS.
+///
+/// Every op allocates its output afresh. glibc serves blocks above its mmap threshold (128 KiB at
+/// first) with new mappings and unmaps them on free, so each step pays a page fault and a zeroed
+/// page for every 4 KiB of every activation: measured, a third of a ResNet-20 step. Raising the
+/// thresholds lets freed blocks be reused; peak memory is unchanged. Call once at start-up; a no-op
+/// on other platforms and allocators.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; these values are within glibc's limits
+    // (the mmap threshold may be at most 32 MiB on 64-bit targets).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}

@@ -1,0 +1,365 @@
+//! Training-mode batch norm (optionally fused with the ReLU after it) and ReLU, as custom ops.
+//!
+//! Batch norm over an (N, C, ...) input normalises each channel with its batch mean and biased
+//! variance, `y = gamma * (x - mean) / sqrt(var + eps) + beta`. The statistics take one pass (sums
+//! shifted by the channel's first value, accumulated in f64, so a large mean cannot cancel the
+//! variance away), the normalisation a second. The backward pass needs two: the per-channel sums
+//! `sum(g)` and `sum(g * xhat)`, then
+//! `dx = gamma / sigma * (g - sum(g) / M - xhat * sum(g * xhat) / M)` with `g` the output gradient,
+//! masked by `y > 0` when the ReLU is fused.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use crate::cpu;
+
+/// The statistics one training-mode batch norm computed over its batch, per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    /// Biased (divided by the count), as used for normalisation.
+    pub var: Vec<f32>,
+    /// Values per channel: N times the spatial size.
+    pub count: usize,
+}
+
+impl BatchStats {
+    /// The unbiased variance (divided by count - 1), as running statistics track it.
+    pub fn unbiased_var(&self) -> Vec<f32> {
+        let correction = self.count as f64 / (self.count as f64 - 1.0);
+        self.var
+            .iter()
+            .map(|&v| (v as f64 * correction) as f32)
+            .collect()
+    }
+}
+
+/// (N, C, spatial) of an input with at least two dimensions.
+fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
+    match dims {
+        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+        _ => bail!("batch norm: expected an input of shape (N, C, ...), got {dims:?}"),
+    }
+}
+
+const LANES: usize = 8;
+
+/// `sum(f(v))` over a slice, in `LANES` independent f32 partial sums (so it vectorises), returned in f64.
+#[inline]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    let tail: f32 = tail.iter().map(|&v| f(v)).sum();
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+}
+
+/// `sum(f(a, b))` over two equal-length slices, as [`lane_sum`].
+#[inline]
+fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += f(x, y);
+        }
+    }
+    acc.iter().map(|&s| s as f64).sum::<f64>() + tail as f64
+}
+
+/// The `hw` values of channel `c` in each of the `n` images.
+fn channel_rows(
+    data: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    ch: usize,
+) -> impl Iterator<Item = &[f32]> {
+    (0..n).map(move |img| &data[(img * c + ch) * hw..][..hw])
+}
+
+fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
+    let (n, c, hw) = dims;
+    let count = n * hw;
+    let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let shift = x[ch * hw];
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for row in channel_rows(x, dims, ch) {
+                s1 += lane_sum(row, |v| v - shift);
+                s2 += lane_sum(row, |v| (v - shift) * (v - shift));
+            }
+            let m = s1 / count as f64;
+            (
+                (shift as f64 + m) as f32,
+                (s2 / count as f64 - m * m).max(0.0) as f32,
+            )
+        })
+        .unzip();
+    BatchStats { mean, var, count }
+}
+
+struct BatchNormOp {
+    eps: f64,
+    relu: bool,
+    stats: Arc<OnceLock<BatchStats>>,
+}
+
+impl BatchNormOp {
+    fn inv_std(&self, stats: &BatchStats) -> Vec<f32> {
+        stats
+            .var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
+            .collect()
+    }
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let dims @ (_, c, hw) = channel_layout(xl.dims())?;
+        let (x, gamma, beta) = (
+            cpu::slice(name, xs, xl)?,
+            cpu::slice(name, gs, gl)?,
+            cpu::slice(name, bs, bl)?,
+        );
+        if gamma.len() != c || beta.len() != c {
+            bail!(
+                "{name}: {c} channels but {} scales and {} shifts",
+                gamma.len(),
+                beta.len()
+            );
+        }
+        let stats = batch_stats(x, dims);
+        let inv_std = self.inv_std(&stats);
+        let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|ch| beta[ch] - stats.mean[ch] * scale[ch])
+            .collect();
+        let mut y = vec![0.0; x.len()];
+        y.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw))
+            .for_each(|(y_img, x_img)| {
+                let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
+                for (ch, (y_row, x_row)) in rows.enumerate() {
+                    let (a, b) = (scale[ch], shift[ch]);
+                    if self.relu {
+                        for (o, &v) in y_row.iter_mut().zip(x_row) {
+                            *o = (v * a + b).max(0.0);
+                        }
+                    } else {
+                        for (o, &v) in y_row.iter_mut().zip(x_row) {
+                            *o = v * a + b;
+                        }
+                    }
+                }
+            });
+        if self.stats.set(stats).is_err() {
+            bail!("{name}: an op instance runs forward once");
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let Some(stats) = self.stats.get() else {
+            bail!("{name}: backward before forward");
+        };
+        let dims @ (_, c, hw) = channel_layout(x.dims())?;
+        let inv_std = self.inv_std(stats);
+        let count = stats.count as f64;
+        let want_dx = x.track_op();
+        let relu = self.relu;
+        let (dx, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
+            cpu::with_slice(name, dy, |dy| {
+                cpu::with_slice(name, gamma, |gamma| {
+                    cpu::with_slice(name, y, |y| {
+                        // With the ReLU fused, g = dy where y > 0, else 0.
+                        let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) =
+                            (0..c)
+                                .into_par_iter()
+                                .map(|ch| {
+                                    let m = stats.mean[ch];
+                                    let (mut sg, mut sgx) = (0f64, 0f64);
+                                    let rows =
+                                        channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch));
+                                    for (img, (g_row, x_row)) in rows.enumerate() {
+                                        if relu {
+                                            let y_row = &y[(img * c + ch) * hw..][..hw];
+                                            sg += lane_sum2(g_row, y_row, |g, y| {
+                                                if y > 0.0 { g } else { 0.0 }
+                                            });
+                                            for ((g, x), y) in g_row.iter().zip(x_row).zip(y_row) {
+                                                if *y > 0.0 {
+                                                    sgx += (*g * (*x - m)) as f64;
+                                                }
+                                            }
+                                        } else {
+                                            sg += lane_sum(g_row, |g| g);
+                                            sgx += lane_sum2(g_row, x_row, |g, x| g * (x - m));
+                                        }
+                                    }
+                                    (sg, sgx * inv_std[ch] as f64)
+                                })
+                                .unzip();
+                        let dx = want_dx.then(|| {
+                            // dx = k * g + a * x + b per channel, with
+                            // k = gamma / sigma, a = -k * sum(g xhat) / (M sigma),
+                            // b = -k * sum(g) / M - a * mean.
+                            let coef: Vec<(f32, f32, f32)> = (0..c)
+                                .map(|ch| {
+                                    let k = gamma[ch] as f64 * inv_std[ch] as f64;
+                                    let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
+                                    let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
+                                    (k as f32, a as f32, b as f32)
+                                })
+                                .collect();
+                            let mut dx = vec![0.0; x.len()];
+                            dx.par_chunks_mut(c * hw)
+                                .zip(x.par_chunks(c * hw))
+                                .zip(dy.par_chunks(c * hw))
+                                .zip(y.par_chunks(c * hw))
+                                .for_each(|(((dx_img, x_img), dy_img), y_img)| {
+                                    for (ch, &(k, a, b)) in coef.iter().enumerate() {
+                                        let range = ch * hw..(ch + 1) * hw;
+                                        let rows = dx_img[range.clone()]
+                                            .iter_mut()
+                                            .zip(&x_img[range.clone()])
+                                            .zip(&dy_img[range.clone()]);
+                                        if relu {
+                                            for (((o, &x), &g), &y) in rows.zip(&y_img[range]) {
+                                                let g = if y > 0.0 { g } else { 0.0 };
+                                                *o = k * g + a * x + b;
+                                            }
+                                        } else {
+                                            for ((o, &x), &g) in rows {
+                                                *o = k * g + a * x + b;
+                                            }
+                                        }
+                                    }
+                                });
+                            dx
+                        });
+                        (dx, sum_g, sum_gx)
+                    })
+                })
+            })
+        })????;
+        let to_tensor = |v: Vec<f64>| cpu::tensor(v.into_iter().map(|s| s as f32).collect(), &[c]);
+        let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
+        let dgamma = gamma.track_op().then(|| to_tensor(sum_gx)).transpose()?;
+        let dbeta = beta.track_op().then(|| to_tensor(sum_g)).transpose()?;
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Training-mode batch norm of an (N, C, ...) f32 input on the CPU with per-channel scale `gamma`
+/// and shift `beta`, followed by a ReLU when `relu` is set; differentiable in all three inputs.
+/// Returns the output and the batch statistics (for the caller's running averages).
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchStats)> {
+    let (n, _, hw) = channel_layout(x.dims())?;
+    if n * hw < 2 {
+        bail!(
+            "batch norm in training mode needs more than one value per channel, got input {:?}",
+            x.dims()
+        );
+    }
+    let stats = Arc::new(OnceLock::new());
+    let op = BatchNormOp {
+        eps,
+        relu,
+        stats: stats.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let stats = stats.get().cloned().expect("forward sets the statistics");
+    Ok((y, stats))
+}
+
+struct ReluOp;
+
+impl CustomOp1 for ReluOp {
+    fn name(&self) -> &'static str {
+        "fast-relu"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu::slice(self.name(), xs, xl)?;
+        let mut y = vec![0.0; x.len()];
+        y.par_chunks_mut(1 << 16)
+            .zip(x.par_chunks(1 << 16))
+            .for_each(|(y, x)| {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = v.max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// Passes the gradient where the output is positive (PyTorch's convention at 0).
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        if !x.track_op() {
+            return Ok(None);
+        }
+        let name = self.name();
+        let dx = cpu::with_slice(name, y, |y| {
+            cpu::with_slice(name, dy, |dy| {
+                let mut dx = vec![0.0; y.len()];
+                dx.par_chunks_mut(1 << 16)
+                    .zip(y.par_chunks(1 << 16))
+                    .zip(dy.par_chunks(1 << 16))
+                    .for_each(|((dx, y), dy)| {
+                        for ((o, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                            *o = if y > 0.0 { g } else { 0.0 };
+                        }
+                    });
+                dx
+            })
+        })??;
+        Ok(Some(cpu::tensor(dx, x.dims())?))
+    }
+}
+
+/// `max(x, 0)` of an f32 tensor on the CPU, differentiable.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(ReluOp)
+}

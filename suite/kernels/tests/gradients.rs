@@ -1,0 +1,259 @@
+//! The fast kernels against candle's stock ops: outputs and every gradient, over random shapes,
+//! strides, paddings and batch sizes (1 and odd ones included), plus finite differences for batch
+//! norm's fused backward.
+
+use candle_core::{Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+    let n = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// max |a - b| / (1 + max |b|).
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    diff / (1.0 + scale)
+}
+
+/// Runs `f` on fresh variables, backpropagates `sum(f(...) * probe)`, returns the output and gradients.
+fn output_and_grads(
+    inputs: &[&Tensor],
+    probe: &Tensor,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&tensors).unwrap();
+    let grads = (&y * probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = tensors
+        .iter()
+        .map(|t| grads.get(t).expect("gradient").clone())
+        .collect();
+    (y, grads)
+}
+
+#[test]
+fn conv2d_matches_stock_forward_and_both_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // (batch, c_in, h, w, c_out, kernel, stride, padding)
+    let cases = [
+        (1, 3, 8, 8, 4, 3, 1, 1),
+        (3, 5, 7, 9, 6, 3, 1, 1),
+        (5, 4, 9, 9, 8, 3, 2, 1),
+        (2, 6, 6, 6, 3, 1, 1, 0),
+        (3, 6, 7, 7, 5, 1, 2, 0),
+        (2, 3, 15, 13, 4, 7, 2, 3),
+        (1, 2, 5, 5, 3, 3, 1, 0),
+        (7, 16, 8, 8, 16, 3, 1, 1),
+        (4, 2, 4, 4, 2, 3, 3, 2),
+    ];
+    for (n, c, h, w, o, k, s, p) in cases {
+        let x = random(&[n, c, h, w], &mut rng);
+        let weight = random(&[o, c, k, k], &mut rng);
+        let stock_y = x.conv2d(&weight, p, s, 1, 1).unwrap();
+        let probe = random(stock_y.dims(), &mut rng);
+        let (y, g) = output_and_grads(&[&x, &weight], &probe, |t| {
+            kernels::conv2d(&t[0], &t[1], p, s)
+        });
+        let (sy, sg) = output_and_grads(&[&x, &weight], &probe, |t| t[0].conv2d(&t[1], p, s, 1, 1));
+        let case = format!("n{n} c{c} {h}x{w} -> {o} k{k} s{s} p{p}");
+        assert!(
+            rel_diff(&y, &sy) < 1e-5,
+            "{case}: output {}",
+            rel_diff(&y, &sy)
+        );
+        assert!(
+            rel_diff(&g[0], &sg[0]) < 1e-5,
+            "{case}: dx {}",
+            rel_diff(&g[0], &sg[0])
+        );
+        assert!(
+            rel_diff(&g[1], &sg[1]) < 1e-5,
+            "{case}: dw {}",
+            rel_diff(&g[1], &sg[1])
+        );
+    }
+}
+
+#[test]
+fn conv2d_skips_the_input_gradient_of_a_constant_input() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let x = random(&[2, 3, 6, 6], &mut rng);
+    let w = Var::from_tensor(&random(&[4, 3, 3, 3], &mut rng)).unwrap();
+    let y = kernels::conv2d(&x, &w, 1, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    let stock = x
+        .conv2d(&w, 1, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(rel_diff(grads.get(&w).unwrap(), stock.get(&w).unwrap()) < 1e-5);
+}
+
+#[test]
+fn conv2d_rejects_mismatched_shapes_with_the_shapes_named() {
+    let x = Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let w = Tensor::zeros((4, 2, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = kernels::conv2d(&x, &w, 1, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("3 channels") && err.contains("[4, 2, 3, 3]"),
+        "{err}"
+    );
+}
+
+/// Batch norm from stock candle ops: batch statistics, biased variance.
+fn stock_batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, relu: bool) -> Result<Tensor> {
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+    let y = centered
+        .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape((1, (), 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, (), 1, 1))?)?;
+    if relu { y.relu() } else { Ok(y) }
+}
+
+#[test]
+fn batch_norm_matches_stock_with_and_without_relu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (n, c, h, w) in [
+        (1, 3, 5, 5),
+        (4, 16, 8, 8),
+        (3, 5, 7, 3),
+        (128, 2, 1, 1),
+        (2, 3, 1, 9),
+    ] {
+        // An offset mean and a wide spread, so the statistics are tested away from (0, 1).
+        let x = random(&[n, c, h, w], &mut rng).affine(3.0, 20.0).unwrap();
+        let gamma = random(&[c], &mut rng);
+        let beta = random(&[c], &mut rng);
+        let probe = random(&[n, c, h, w], &mut rng);
+        for relu in [false, true] {
+            let (y, g) = output_and_grads(&[&x, &gamma, &beta], &probe, |t| {
+                Ok(kernels::batch_norm_train(&t[0], &t[1], &t[2], 1e-5, relu)?.0)
+            });
+            let (sy, sg) = output_and_grads(&[&x, &gamma, &beta], &probe, |t| {
+                stock_batch_norm(&t[0], &t[1], &t[2], relu)
+            });
+            let case = format!("{n}x{c}x{h}x{w} relu={relu}");
+            assert!(
+                rel_diff(&y, &sy) < 1e-5,
+                "{case}: output {}",
+                rel_diff(&y, &sy)
+            );
+            for (i, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
+                let d = rel_diff(&g[i], &sg[i]);
+                assert!(d < 1e-4, "{case}: {name} {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_statistics_are_the_batch_mean_and_variance() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = random(&[6, 3, 4, 5], &mut rng).affine(2.0, 1000.0).unwrap();
+    let ones = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let zeros = ones.zeros_like().unwrap();
+    let (_, stats) = kernels::batch_norm_train(&x, &ones, &zeros, 1e-5, false).unwrap();
+    assert_eq!(stats.count, 6 * 4 * 5);
+    let per_channel = x
+        .transpose(0, 1)
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (ch, values) in per_channel.iter().enumerate() {
+        let m = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
+        let v = values.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / values.len() as f64;
+        assert!((stats.mean[ch] as f64 - m).abs() < 1e-3, "mean {ch}");
+        assert!(
+            (stats.var[ch] as f64 - v).abs() / v < 1e-4,
+            "var {ch}: {} vs {v}",
+            stats.var[ch]
+        );
+        let unbiased = v * values.len() as f64 / (values.len() as f64 - 1.0);
+        assert!((stats.unbiased_var()[ch] as f64 - unbiased).abs() / unbiased < 1e-4);
+    }
+}
+
+#[test]
+fn batch_norm_gradient_agrees_with_finite_differences() {
+    // f64 central differences of L = sum(relu(bn(x)) * probe) at a few coordinates of x.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let dims = [3, 2, 3, 3];
+    let x = random(&dims, &mut rng);
+    let gamma = random(&[2], &mut rng);
+    let beta = random(&[2], &mut rng);
+    let probe = random(&dims, &mut rng);
+    let (_, g) = output_and_grads(&[&x, &gamma, &beta], &probe, |t| {
+        Ok(kernels::batch_norm_train(&t[0], &t[1], &t[2], 1e-5, true)?.0)
+    });
+    let loss = |x: &Tensor| -> f64 {
+        let y = stock_batch_norm(
+            &x.to_dtype(candle_core::DType::F64).unwrap(),
+            &gamma.to_dtype(candle_core::DType::F64).unwrap(),
+            &beta.to_dtype(candle_core::DType::F64).unwrap(),
+            true,
+        )
+        .unwrap();
+        (y * probe.to_dtype(candle_core::DType::F64).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let flat = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let dx = g[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let h = 1e-3;
+    for i in [0, 7, 20, 33, 53] {
+        let mut plus = flat.clone();
+        plus[i] += h;
+        let mut minus = flat.clone();
+        minus[i] -= h;
+        let at = |v: Vec<f32>| Tensor::from_vec(v, &dims, &Device::Cpu).unwrap();
+        let numeric = (loss(&at(plus)) - loss(&at(minus))) / (2.0 * h as f64);
+        assert!(
+            (numeric - dx[i] as f64).abs() < 2e-2 * (1.0 + numeric.abs()),
+            "x[{i}]: analytic {} vs numeric {numeric}",
+            dx[i]
+        );
+    }
+}
+
+#[test]
+fn relu_matches_stock_away_from_zero() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let x = random(&[3, 5, 7, 2], &mut rng);
+    let probe = random(x.dims(), &mut rng);
+    let (y, g) = output_and_grads(&[&x], &probe, |t| kernels::relu(&t[0]));
+    let (sy, sg) = output_and_grads(&[&x], &probe, |t| t[0].relu());
+    assert_eq!(rel_diff(&y, &sy), 0.0);
+    assert_eq!(rel_diff(&g[0], &sg[0]), 0.0);
+}
