@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interleaves `suite bench train` with the PyTorch reference (A, B, A, B, ...) on this machine and
-# prints suite/PyTorch images/s ratios: median, min and max over the rounds. Only ratios measured
+# prints suite/PyTorch images/s ratios (median, min and max over the rounds) and each process's
+# peak resident memory. Only ratios measured
 # in one run like this count; the machine may be shared and noisy.
 #
 # Usage: bench/compare.sh [ROUNDS] [MODEL:BATCH ...]
@@ -32,11 +33,14 @@ rows = {}
 for line in open(sys.argv[1]):
     who, rnd, obj = line.split(" ", 2)
     o = json.loads(obj)
-    rows.setdefault((o["model"], o["batch"]), {}).setdefault(int(rnd), {})[who] = o["images_per_s"]
-print(f"{'model':<14}{'batch':>6}{'suite img/s':>13}{'torch img/s':>13}{'ratio median':>14}{'min':>7}{'max':>7}")
+    rows.setdefault((o["model"], o["batch"]), {}).setdefault(int(rnd), {})[who] = o
+print(f"{'model':<14}{'batch':>6}{'suite img/s':>13}{'torch img/s':>13}{'ratio median':>14}{'min':>7}{'max':>7}"
+      f"{'suite MiB':>11}{'torch MiB':>11}")
 for (model, batch), by_round in rows.items():
     pairs = [(r["suite"], r["torch"]) for r in by_round.values() if "suite" in r and "torch" in r]
-    ratios = [s / t for s, t in pairs]
-    print(f"{model:<14}{batch:>6}{statistics.median(s for s, _ in pairs):>13.1f}{statistics.median(t for _, t in pairs):>13.1f}"
-          f"{statistics.median(ratios):>14.2f}{min(ratios):>7.2f}{max(ratios):>7.2f}")
+    ratios = [s["images_per_s"] / t["images_per_s"] for s, t in pairs]
+    med = lambda who, key: statistics.median(p[who][key] or 0 for p in by_round.values() if who in p)
+    print(f"{model:<14}{batch:>6}{med('suite', 'images_per_s'):>13.1f}{med('torch', 'images_per_s'):>13.1f}"
+          f"{statistics.median(ratios):>14.2f}{min(ratios):>7.2f}{max(ratios):>7.2f}"
+          f"{med('suite', 'peak_rss_mib'):>11.0f}{med('torch', 'peak_rss_mib'):>11.0f}")
 PY

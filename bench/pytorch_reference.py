@@ -4,14 +4,14 @@
 The nets are built like the suite's: the CIFAR ResNets of §4.2 (3x3 stem with 16 filters, three
 stages of 2n basic blocks, option-A shortcuts: strided subsampling plus zero channels) and
 torchvision's ImageNet ResNets. Output is one JSON object per measurement, with the same keys as
-`suite bench train --json` / `suite bench op --json`.
+`suite bench train --json` / `suite bench op --json` (training reports the process's peak
+resident memory too).
 
 PyTorch is a reference here, never a dependency of the suite:
 
     python -m venv .venv && .venv/bin/pip install torch torchvision
     .venv/bin/python bench/pytorch_reference.py train --model resnet20 --batch 128
     .venv/bin/python bench/pytorch_reference.py op --batch 128 --channels 16 --size 32
-    .venv/bin/python bench/pytorch_reference.py memory --model resnet110 --batch 128
 """
 
 import argparse
@@ -109,6 +109,7 @@ def train(args):
         "threads": torch.get_num_threads(), "images_per_s": statistics.median(rates),
         "images_per_s_min": min(rates), "images_per_s_max": max(rates), "steps": len(rates),
         "torch": torch.__version__,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
 
@@ -153,26 +154,14 @@ def op(args):
     }))
 
 
-def memory(args):
-    """Peak resident memory (MiB) of a process that runs `steps` training steps."""
-    args.warmup, args.steps = 0, max(args.steps, 2)
-    train_args = argparse.Namespace(**vars(args))
-    import contextlib, io
-    with contextlib.redirect_stdout(io.StringIO()):
-        train(train_args)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"model": args.model, "batch": args.batch, "kernels": "pytorch", "peak_rss_mib": peak_kib / 1024}))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("train", "memory"):
-        p = sub.add_parser(name)
-        p.add_argument("--model", required=True)
-        p.add_argument("--batch", type=int, default=128)
-        p.add_argument("--warmup", type=int, default=2)
-        p.add_argument("--steps", type=int, default=10)
+    p = sub.add_parser("train")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
     p = sub.add_parser("op")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=16)
@@ -183,7 +172,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    {"train": train, "op": op, "memory": memory}[args.what](args)
+    {"train": train, "op": op}[args.what](args)
 
 
 if __name__ == "__main__":

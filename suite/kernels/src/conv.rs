@@ -219,28 +219,23 @@ fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let threads = rayon::current_num_threads();
     let (per_task, gemm_threads) = (g.images_per_task(threads), g.gemm_threads(threads));
     let (k, p) = (g.patch_len(), g.positions());
-    let mut y = vec![0.0; g.batch * g.output_len()];
-    y.par_chunks_mut(per_task * g.output_len())
-        .zip(x.par_chunks(per_task * g.image_len()))
-        .for_each(|(ys, xs)| {
-            let mut buffer = vec![0.0; g.cols_len()];
-            for (y_img, x_img) in ys
-                .chunks_exact_mut(g.output_len())
-                .zip(xs.chunks_exact(g.image_len()))
-            {
-                let cols = columns(g, x_img, &mut buffer);
-                let shape = (g.c_out, p, k);
-                matmul(
-                    y_img,
-                    shape,
-                    View::rows(w, k),
-                    View::rows(cols, p),
-                    false,
-                    gemm_threads,
-                );
-            }
-        });
-    y
+    // Each image's output is written whole by its product.
+    cpu::build(g.batch * g.output_len(), |y| {
+        y.par_chunks_mut(per_task * g.output_len())
+            .zip(x.par_chunks(per_task * g.image_len()))
+            .for_each(|(ys, xs)| {
+                let mut buffer = vec![0.0; g.cols_len()];
+                for (y_img, x_img) in ys
+                    .chunks_exact_mut(g.output_len())
+                    .zip(xs.chunks_exact(g.image_len()))
+                {
+                    let cols = columns(g, x_img, &mut buffer);
+                    let shape = (g.c_out, p, k);
+                    let (a, b) = (View::rows(w, k), View::rows(cols, p));
+                    matmul(y_img, shape, a, b, false, gemm_threads);
+                }
+            })
+    })
 }
 
 /// The geometry and weight that compute a stride-1 conv's input gradient as a forward conv of `dy`:
@@ -319,14 +314,14 @@ fn backward_by_columns(
                 let cols = columns(g, x_img, &mut cols_buffer);
                 let shape = (g.c_out, k, p);
                 let (a, b) = (View::rows(dy_img, p), View::transposed(cols, p));
-                matmul(dw, shape, a, b, true, gemm_threads);
+                matmul(cpu::as_uninit(dw), shape, a, b, true, gemm_threads);
             }
             if let Some(dx) = dx.as_deref_mut() {
                 let dx_img = &mut dx[i * g.image_len()..][..g.image_len()];
                 let (shape, wt) = ((k, p, g.c_out), View::transposed(w, k));
                 if g.is_pointwise() {
                     matmul(
-                        dx_img,
+                        cpu::as_uninit(dx_img),
                         shape,
                         wt,
                         View::rows(dy_img, p),
@@ -335,7 +330,7 @@ fn backward_by_columns(
                     );
                 } else {
                     matmul(
-                        &mut dcols,
+                        cpu::as_uninit(&mut dcols),
                         shape,
                         wt,
                         View::rows(dy_img, p),

@@ -1,5 +1,7 @@
 //! Access to the f32 data behind candle tensors on the CPU.
 
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor, bail};
 
@@ -30,4 +32,24 @@ pub(crate) fn with_slice<R>(op: &str, tensor: &Tensor, f: impl FnOnce(&[f32]) ->
 /// A tensor of `shape` on the CPU holding `data`.
 pub(crate) fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+}
+
+/// A vector of `len` values produced by `fill`, which must write every element.
+///
+/// The kernels' outputs are overwritten completely, so zero-filling them first (as `vec![0.0; n]`
+/// does) would be an extra pass over memory per op.
+pub(crate) fn build(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: every caller's `fill` writes each element of the slice it is given (each is a loop
+    // over the whole output, or a product whose destination is the whole output).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Views initialised values as possibly uninitialised ones, for destinations that are only written.
+pub(crate) fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the callers only ever write initialised
+    // values through the result.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }

@@ -5,7 +5,8 @@
 //!   batch and skip the input gradient where nothing upstream needs it.
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
 //!   it, with the batch statistics computed in one pass and a fused backward.
-//! - [`relu`]: a ReLU whose backward is one pass over the output.
+//! - [`relu`] and [`add_relu`] (a residual block's `relu(F(x) + x)`): one pass forward, one pass
+//!   backward over the output.
 //!
 //! Stock candle computes a conv's input gradient with a direct transposed convolution and builds
 //! batch norm from a dozen primitive ops, each allocating its result; these kernels do the same work
@@ -33,4 +34,4 @@ mod norm;
 
 pub use conv::{Conv2dGeometry, conv2d};
 pub use memory::keep_freed_memory;
-pub use norm::{BatchStats, batch_norm_train, relu};
+pub use norm::{BatchStats, add_relu, batch_norm_train, relu};

@@ -29,8 +29,9 @@ impl<'a> View<'a> {
 }
 
 /// `dst (m x n, row-major) = [dst +] a (m x k) * b (k x n)`; `threads` > 1 lets gemm split the work.
+/// `dst` is read only when `accumulate` is set (it must then be initialised; see `cpu::as_uninit`).
 pub(crate) fn matmul(
-    dst: &mut [f32],
+    dst: &mut [std::mem::MaybeUninit<f32>],
     (m, n, k): (usize, usize, usize),
     a: View,
     b: View,
@@ -56,7 +57,7 @@ pub(crate) fn matmul(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             accumulate,
@@ -79,6 +80,7 @@ pub(crate) fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::as_uninit;
 
     #[test]
     fn products_match_the_definition_for_every_operand_layout() {
@@ -88,7 +90,7 @@ mod tests {
         let expect = |i: usize, j: usize| (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
         let mut dst = vec![0.0; m * n];
         matmul(
-            &mut dst,
+            as_uninit(&mut dst),
             (m, n, k),
             View::rows(&a, k),
             View::rows(&b, n),
@@ -103,7 +105,7 @@ mod tests {
         // (A^T)^T B with A stored transposed, accumulated onto the previous result.
         let at: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
         matmul(
-            &mut dst,
+            as_uninit(&mut dst),
             (m, n, k),
             View::transposed(&at, m),
             View::rows(&b, n),

@@ -10,7 +10,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail,
+};
 use rayon::prelude::*;
 
 use crate::cpu;
@@ -161,24 +163,25 @@ impl CustomOp3 for BatchNormOp {
         let shift: Vec<f32> = (0..c)
             .map(|ch| beta[ch] - stats.mean[ch] * scale[ch])
             .collect();
-        let mut y = vec![0.0; x.len()];
-        y.par_chunks_mut(c * hw)
-            .zip(x.par_chunks(c * hw))
-            .for_each(|(y_img, x_img)| {
-                let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
-                for (ch, (y_row, x_row)) in rows.enumerate() {
-                    let (a, b) = (scale[ch], shift[ch]);
-                    if self.relu {
-                        for (o, &v) in y_row.iter_mut().zip(x_row) {
-                            *o = (v * a + b).max(0.0);
-                        }
-                    } else {
-                        for (o, &v) in y_row.iter_mut().zip(x_row) {
-                            *o = v * a + b;
+        let y = cpu::build(x.len(), |y| {
+            y.par_chunks_mut(c * hw)
+                .zip(x.par_chunks(c * hw))
+                .for_each(|(y_img, x_img)| {
+                    let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
+                    for (ch, (y_row, x_row)) in rows.enumerate() {
+                        let (a, b) = (scale[ch], shift[ch]);
+                        if self.relu {
+                            for (o, &v) in y_row.iter_mut().zip(x_row) {
+                                o.write((v * a + b).max(0.0));
+                            }
+                        } else {
+                            for (o, &v) in y_row.iter_mut().zip(x_row) {
+                                o.write(v * a + b);
+                            }
                         }
                     }
-                }
-            });
+                })
+        });
         if self.stats.set(stats).is_err() {
             bail!("{name}: an op instance runs forward once");
         }
@@ -246,31 +249,31 @@ impl CustomOp3 for BatchNormOp {
                                     (k as f32, a as f32, b as f32)
                                 })
                                 .collect();
-                            let mut dx = vec![0.0; x.len()];
-                            dx.par_chunks_mut(c * hw)
-                                .zip(x.par_chunks(c * hw))
-                                .zip(dy.par_chunks(c * hw))
-                                .zip(y.par_chunks(c * hw))
-                                .for_each(|(((dx_img, x_img), dy_img), y_img)| {
-                                    for (ch, &(k, a, b)) in coef.iter().enumerate() {
-                                        let range = ch * hw..(ch + 1) * hw;
-                                        let rows = dx_img[range.clone()]
-                                            .iter_mut()
-                                            .zip(&x_img[range.clone()])
-                                            .zip(&dy_img[range.clone()]);
-                                        if relu {
-                                            for (((o, &x), &g), &y) in rows.zip(&y_img[range]) {
-                                                let g = if y > 0.0 { g } else { 0.0 };
-                                                *o = k * g + a * x + b;
-                                            }
-                                        } else {
-                                            for ((o, &x), &g) in rows {
-                                                *o = k * g + a * x + b;
+                            cpu::build(x.len(), |dx| {
+                                dx.par_chunks_mut(c * hw)
+                                    .zip(x.par_chunks(c * hw))
+                                    .zip(dy.par_chunks(c * hw))
+                                    .zip(y.par_chunks(c * hw))
+                                    .for_each(|(((dx_img, x_img), dy_img), y_img)| {
+                                        for (ch, &(k, a, b)) in coef.iter().enumerate() {
+                                            let range = ch * hw..(ch + 1) * hw;
+                                            let rows = dx_img[range.clone()]
+                                                .iter_mut()
+                                                .zip(&x_img[range.clone()])
+                                                .zip(&dy_img[range.clone()]);
+                                            if relu {
+                                                for (((o, &x), &g), &y) in rows.zip(&y_img[range]) {
+                                                    let g = if y > 0.0 { g } else { 0.0 };
+                                                    o.write(k * g + a * x + b);
+                                                }
+                                            } else {
+                                                for ((o, &x), &g) in rows {
+                                                    o.write(k * g + a * x + b);
+                                                }
                                             }
                                         }
-                                    }
-                                });
-                            dx
+                                    })
+                            })
                         });
                         (dx, sum_g, sum_gx)
                     })
@@ -315,6 +318,33 @@ pub fn batch_norm_train(
     Ok((y, stats))
 }
 
+/// Elements per parallel task in elementwise kernels.
+const GRAIN: usize = 1 << 15;
+
+/// `f(a[i], b[i])` for every element of two equal-length slices, in parallel.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    cpu::build(a.len(), |out| {
+        out.par_chunks_mut(GRAIN)
+            .zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN)))
+            .for_each(|(out, (a, b))| {
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    o.write(f(a, b));
+                }
+            })
+    })
+}
+
+/// The gradient through a ReLU, from its output: `dy` where `y > 0`, else 0 (PyTorch's
+/// convention at 0).
+fn relu_grad(op: &str, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let dx = cpu::with_slice(op, y, |y| {
+        cpu::with_slice(op, dy, |dy| {
+            zip_map(y, dy, |y, g| if y > 0.0 { g } else { 0.0 })
+        })
+    })??;
+    cpu::tensor(dx, y.dims())
+}
+
 struct ReluOp;
 
 impl CustomOp1 for ReluOp {
@@ -324,42 +354,70 @@ impl CustomOp1 for ReluOp {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(self.name(), xs, xl)?;
-        let mut y = vec![0.0; x.len()];
-        y.par_chunks_mut(1 << 16)
-            .zip(x.par_chunks(1 << 16))
-            .for_each(|(y, x)| {
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = v.max(0.0);
-                }
-            });
+        let y = zip_map(x, x, |v, _| v.max(0.0));
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
-    /// Passes the gradient where the output is positive (PyTorch's convention at 0).
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         if !x.track_op() {
             return Ok(None);
         }
-        let name = self.name();
-        let dx = cpu::with_slice(name, y, |y| {
-            cpu::with_slice(name, dy, |dy| {
-                let mut dx = vec![0.0; y.len()];
-                dx.par_chunks_mut(1 << 16)
-                    .zip(y.par_chunks(1 << 16))
-                    .zip(dy.par_chunks(1 << 16))
-                    .for_each(|((dx, y), dy)| {
-                        for ((o, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-                            *o = if y > 0.0 { g } else { 0.0 };
-                        }
-                    });
-                dx
-            })
-        })??;
-        Ok(Some(cpu::tensor(dx, x.dims())?))
+        relu_grad(self.name(), y, dy).map(Some)
     }
 }
 
 /// `max(x, 0)` of an f32 tensor on the CPU, differentiable.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(ReluOp)
+}
+
+struct AddReluOp;
+
+impl CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "fast-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if al.dims() != bl.dims() {
+            bail!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                al.dims(),
+                bl.dims()
+            );
+        }
+        let (a, b) = (
+            cpu::slice(self.name(), a, al)?,
+            cpu::slice(self.name(), b, bl)?,
+        );
+        let y = zip_map(a, b, |a, b| (a + b).max(0.0));
+        Ok((CpuStorage::F32(y), al.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = relu_grad(self.name(), y, dy)?;
+        Ok((
+            a.track_op().then(|| grad.clone()),
+            b.track_op().then_some(grad),
+        ))
+    }
+}
+
+/// `max(a + b, 0)` of two same-shaped f32 tensors on the CPU, differentiable in both: a residual
+/// block's output in one op.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
 }

@@ -257,3 +257,22 @@ fn relu_matches_stock_away_from_zero() {
     assert_eq!(rel_diff(&y, &sy), 0.0);
     assert_eq!(rel_diff(&g[0], &sg[0]), 0.0);
 }
+
+#[test]
+fn add_relu_matches_stock() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let a = random(&[3, 4, 5, 6], &mut rng);
+    let b = random(&[3, 4, 5, 6], &mut rng);
+    let probe = random(a.dims(), &mut rng);
+    let (y, g) = output_and_grads(&[&a, &b], &probe, |t| kernels::add_relu(&t[0], &t[1]));
+    let (sy, sg) = output_and_grads(&[&a, &b], &probe, |t| (&t[0] + &t[1])?.relu());
+    assert_eq!(rel_diff(&y, &sy), 0.0);
+    assert_eq!(rel_diff(&g[0], &sg[0]), 0.0);
+    assert_eq!(rel_diff(&g[1], &sg[1]), 0.0);
+    let c = random(&[3, 4, 5, 5], &mut rng);
+    let err = kernels::add_relu(&a, &c).unwrap_err().to_string();
+    assert!(
+        err.contains("[3, 4, 5, 6]") && err.contains("[3, 4, 5, 5]"),
+        "{err}"
+    );
+}

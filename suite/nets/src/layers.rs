@@ -81,6 +81,15 @@ pub fn relu(xs: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
 }
 
+/// `max(a + b, 0)` with the chosen kernels: a residual block's output.
+pub fn add_relu(a: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fast_for(a) && a.dims() == b.dims() {
+        ::kernels::add_relu(a, b)
+    } else {
+        (a + b)?.relu()
+    }
+}
+
 /// A 2-D convolution without bias (every conv in a ResNet is followed by BN).
 #[derive(Debug, Clone)]
 pub struct Conv2d {

@@ -201,7 +201,7 @@ impl Block {
             ys = forward_unit(unit, &ys, train, relu, taps)?;
         }
         match &self.shortcut {
-            Some(path) => layers::relu(&(ys + path.forward(xs, train)?)?, self.kernels()),
+            Some(path) => layers::add_relu(&ys, &path.forward(xs, train)?, self.kernels()),
             None => Ok(ys),
         }
     }

@@ -146,12 +146,14 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "images_per_s_min": throughput.min,
         "images_per_s_max": throughput.max,
         "steps": throughput.steps,
+        "peak_rss_mib": peak_rss_mib(),
     });
     if args.json {
         println!("{report}");
     } else {
+        let peak = peak_rss_mib().map_or(String::new(), |m| format!(", peak memory {m:.0} MiB"));
         println!(
-            "{spec} batch {} on {} ({} kernels, {} threads): {:.1} images/s (min {:.1}, max {:.1}, {} steps)",
+            "{spec} batch {} on {} ({} kernels, {} threads): {:.1} images/s (min {:.1}, max {:.1}, {} steps{peak})",
             args.batch,
             trainer::device::name(&device),
             args.kernels,
@@ -163,6 +165,14 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn threads() -> usize {
