@@ -47,15 +47,23 @@ pub fn save(vars: &VarMap, path: &Path) -> Result<(), Error> {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".weights-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".weights-").suffix(".tmp");
+    // Readable like any other file the user writes (temporary files start private).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let tmp = builder.tempfile_in(dir).map_err(io)?;
     candle_core::safetensors::save(&tensors, tmp.path()).map_err(|source| Error::Read {
         path: tmp.path().to_path_buf(),
         source,
     })?;
+    // The save above re-creates the file, private again.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }

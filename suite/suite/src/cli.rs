@@ -12,7 +12,8 @@ Exit codes: 0 done (every claim held), 1 a claim of the paper failed, 2 error.
 Examples:
   suite list models
   suite reproduce table1
-  suite reproduce table1 --format json";
+  suite reproduce table1 --format json
+  suite train --model resnet20 --iterations 2000 --data cifar10=../shared/data/cifar10";
 
 /// Reproduce "Deep Residual Learning for Image Recognition" (He et al., 2015) and check the paper's
 /// claims.
@@ -87,6 +88,8 @@ pub enum Cmd {
     Init(cmd::init::Args),
     Data(cmd::data::Args),
     Bench(cmd::bench::Args),
+    Train(cmd::train::TrainArgs),
+    Run(cmd::train::RunArgs),
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `suite` binary end to end, as a user runs it.
 
+mod training;
 mod util;
 
 use candle_core::{DType, Device, Tensor};

@@ -31,8 +31,9 @@ impl Dir {
         self.suite_env(args, &[])
     }
 
-    /// `suite` with extra environment variables.
-    pub fn suite_env(&self, args: &[&str], envs: &[(&str, &Path)]) -> Run {
+    /// The `suite ARGS` command, set up as [`Dir::suite`] runs it, for callers that manage the
+    /// process themselves.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_suite"));
         cmd.args(args)
             .current_dir(self.path())
@@ -41,6 +42,12 @@ impl Dir {
             .env_remove("HF_HUB_OFFLINE")
             .env("RESNET_REPRO_CACHE", self.join("cache"))
             .env("HF_HOME", self.join("hf"));
+        cmd
+    }
+
+    /// `suite` with extra environment variables.
+    pub fn suite_env(&self, args: &[&str], envs: &[(&str, &Path)]) -> Run {
+        let mut cmd = self.command(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }

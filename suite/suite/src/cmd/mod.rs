@@ -6,6 +6,7 @@ pub mod init;
 pub mod list;
 pub mod predict;
 pub mod reproduce;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
         Cmd::Bench(args) => bench::run(args, &cli.global),
+        Cmd::Train(args) => train::train(args, &cli.global),
+        Cmd::Run(args) => train::run(args, &cli.global),
     }
 }
 

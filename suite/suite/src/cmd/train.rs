@@ -1,0 +1,241 @@
+//! `suite train` and `suite run`: one training run, resumable, with a progress bar.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use trainer::metrics::Row;
+use trainer::{Observer, Outcome, RunSpec};
+
+use crate::cli::Global;
+
+const TRAIN_EXAMPLES: &str = "\
+Examples:
+  suite train --model resnet20 --iterations 2000 --data cifar10=../shared/data/cifar10
+  suite train --model plain20 --iterations 64000 --out results/train/plain20
+  suite train --model resnet110 --iterations 64000 --device cuda:0
+
+The schedule is the paper's CIFAR one (lr 0.1, divided by 10 at 32k and 48k iterations of 64k),
+its milestones scaled to --iterations (at 50% and 75%); ResNet-110 and deeper warm up at lr 0.01
+until the training error falls below 80%. Run the same command again to resume an interrupted
+run (it continues from the last checkpoint) or to see a finished one's figures.";
+
+/// Train a model on CIFAR-10 with the paper's protocol (SGD, momentum 0.9, weight decay 1e-4,
+/// batch 128, pad-crop-flip augmentation), writing metrics, checkpoints and a summary.
+#[derive(Debug, clap::Args)]
+#[command(after_help = TRAIN_EXAMPLES)]
+pub struct TrainArgs {
+    /// Model name (see `suite list models`)
+    #[arg(long)]
+    model: String,
+    /// Training iterations (SGD steps)
+    #[arg(long)]
+    iterations: u64,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Seed of the initial weights, the sample order and the augmentation
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run directory [default: <results>/train/<run-id>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Iterations between checkpoints (a multiple of --log-every)
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// Iterations between test-set evaluations (a multiple of --log-every; 0: only at the end)
+    #[arg(long, default_value_t = 1000)]
+    eval_every: u64,
+    /// Iterations per metrics row
+    #[arg(long, default_value_t = 100)]
+    log_every: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// fast (the kernels crate's CPU ops) or stock (candle's own)
+    #[arg(long, default_value = "fast")]
+    kernels: String,
+    /// Train on 45k images and evaluate on the held-out 5k (how the paper chose its schedule)
+    #[arg(long)]
+    holdout: bool,
+    /// Train on a class-balanced subset of this many images
+    #[arg(long, value_name = "N")]
+    train_subset: Option<usize>,
+    /// Evaluate on a class-balanced subset of this many images
+    #[arg(long, value_name = "N")]
+    eval_subset: Option<usize>,
+    /// Print no progress bar
+    #[arg(long)]
+    quiet: bool,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  suite run --spec configs/runs/resnet20-short.toml
+  suite run --spec results/train/resnet20-seed0-1a2b3c4d/spec.json --out /tmp/rerun
+
+A spec is TOML or JSON with the fields of spec.json in any run directory: model, data, batch_size,
+iterations, schedule, optimizer, seed, device, kernels, log_every, eval_every, checkpoint_every.";
+
+/// Execute one run described by a spec file; rerunning resumes it or reports it done.
+#[derive(Debug, clap::Args)]
+#[command(after_help = RUN_EXAMPLES)]
+pub struct RunArgs {
+    /// The run spec (TOML or JSON)
+    #[arg(long, value_name = "FILE")]
+    spec: PathBuf,
+    /// Run directory [default: <results>/runs/<run-id>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print no progress bar
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let data_path = global.data_path("cifar10").map(Path::to_path_buf);
+    let mut spec = RunSpec::cifar(&args.model, args.iterations, data_path);
+    spec.batch_size = args.batch;
+    spec.seed = args.seed;
+    spec.device = args.device;
+    spec.kernels = args.kernels;
+    spec.log_every = args.log_every;
+    spec.eval_every = args.eval_every;
+    spec.checkpoint_every = args.checkpoint_every;
+    spec.data.holdout = args.holdout;
+    spec.data.train_subset = args.train_subset;
+    spec.data.eval_subset = args.eval_subset;
+    spec.validate().map_err(anyhow::Error::msg)?;
+    let dir = args
+        .out
+        .unwrap_or_else(|| trainer::run::default_dir(&global.results.join("train"), &spec));
+    execute(&spec, &dir, args.quiet)
+}
+
+pub fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let spec = RunSpec::read(&args.spec).map_err(anyhow::Error::msg)?;
+    let dir = args
+        .out
+        .unwrap_or_else(|| trainer::run::default_dir(&global.results.join("runs"), &spec));
+    execute(&spec, &dir, args.quiet)
+}
+
+fn execute(spec: &RunSpec, dir: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+    let provenance = trainer::Provenance {
+        suite_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: git_commit(),
+    };
+    let mut progress = Progress::new(quiet);
+    let cache = datasets::cifar::default_cache_dir();
+    let outcome = trainer::run(spec, dir, Some(&cache), &provenance, &mut progress)
+        .with_context(|| format!("run in {}", dir.display()))?;
+    progress.bar.finish_and_clear();
+    let summary = outcome.summary();
+    let verb = match outcome {
+        Outcome::Finished(_) => "finished",
+        Outcome::AlreadyFinished(_) => "already finished (nothing to do)",
+    };
+    println!(
+        "{} {verb}: {} iterations, final train loss {:.4}, train error {:.2}%, test error {:.2}% \
+         on {} images; {:.1} images/s, {:.0} s ({} resume(s))",
+        summary.run_id,
+        summary.iterations,
+        summary.final_train_loss,
+        100.0 * summary.final_train_error,
+        100.0 * summary.final_test_error,
+        summary.eval_images,
+        summary.images_per_s,
+        summary.wall_s,
+        summary.resumes
+    );
+    println!("run directory: {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The commit of the checkout the command runs in, `+dirty` when it has local changes; `None`
+/// outside a git checkout or without git.
+fn git_commit() -> Option<String> {
+    let out = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = out(&["rev-parse", "HEAD"])?;
+    let dirty =
+        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    })
+}
+
+/// A progress bar with ETA, metrics rows printed above it.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let bar = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(0)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} it, {per_sec}, ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        Self { bar, quiet }
+    }
+}
+
+impl Observer for Progress {
+    fn started(&mut self, spec: &RunSpec, from: u64) {
+        self.bar.set_length(spec.iterations);
+        self.bar.set_position(from);
+        self.bar.reset_eta();
+        if from > 0 && !self.quiet {
+            self.bar.println(format!("resuming at iteration {from}"));
+        }
+        self.bar.set_message(spec.model.clone());
+    }
+
+    fn step(&mut self, iteration: u64, loss: f32) {
+        self.bar.set_position(iteration);
+        self.bar.set_message(format!("loss {loss:.3}"));
+    }
+
+    fn evaluating(&mut self, _iteration: u64) {
+        self.bar.set_message("evaluating");
+    }
+
+    fn row(&mut self, row: &Row) {
+        if self.quiet {
+            return;
+        }
+        let test = match row.test_error {
+            Some(e) => format!(
+                ", test loss {:.4} error {:.2}%",
+                row.test_loss.unwrap_or(f64::NAN),
+                100.0 * e
+            ),
+            None => String::new(),
+        };
+        self.bar.println(format!(
+            "iter {:>6} (epoch {:.2}) lr {:.4}: train loss {:.4} error {:.2}%{test}, {:.0} images/s",
+            row.iteration,
+            row.epoch,
+            row.lr,
+            row.train_loss,
+            100.0 * row.train_error,
+            row.images_per_s
+        ));
+    }
+}

@@ -1,0 +1,138 @@
+//! `suite train` and `suite run` end to end on real CIFAR-10 images: a run killed with SIGKILL and
+//! started again finishes with the figures of an uninterrupted run, bit for bit.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Dir, shared_data};
+
+fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        "resnet8",
+        "--iterations",
+        "60",
+        "--batch",
+        "32",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "20",
+        "--checkpoint-every",
+        "10",
+        "--quiet",
+        "--data",
+        data,
+        "--out",
+        out,
+    ]
+}
+
+/// The metrics rows without the time columns (images/s, wall time).
+fn figures(metrics: &Path) -> Vec<String> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_figures_of_an_uninterrupted_one() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let data = format!("cifar10={}", sample.display());
+    let dir = Dir::default();
+
+    let out = dir.suite(&train_args(&data, "whole")).code(0).stdout();
+    assert!(out.contains("finished: 60 iterations"), "{out}");
+
+    let mut child = dir.command(&train_args(&data, "killed")).spawn().unwrap();
+    let checkpoint = dir.join("killed/checkpoint.safetensors");
+    let start = Instant::now();
+    while !checkpoint.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !dir.join("killed/summary.json").exists(),
+        "the run finished before it could be killed"
+    );
+
+    let out = dir.suite(&train_args(&data, "killed")).code(0).stdout();
+    assert!(out.contains("(1 resume(s))"), "{out}");
+    assert_eq!(
+        figures(&dir.join("whole/metrics.csv")),
+        figures(&dir.join("killed/metrics.csv"))
+    );
+    let (a, b) = (summary(&dir.join("whole")), summary(&dir.join("killed")));
+    for key in [
+        "iterations",
+        "final_train_loss",
+        "final_train_error",
+        "final_test_loss",
+        "final_test_error",
+    ] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert_eq!(a["iterations"], 60);
+    assert_eq!(b["resumes"], 1);
+    assert_eq!(
+        std::fs::read(dir.join("whole/weights.safetensors")).unwrap(),
+        std::fs::read(dir.join("killed/weights.safetensors")).unwrap(),
+        "final weights"
+    );
+
+    // A third time: nothing to do.
+    let out = dir.suite(&train_args(&data, "killed")).code(0).stdout();
+    assert!(out.contains("already finished"), "{out}");
+}
+
+#[test]
+fn run_executes_a_spec_file_and_refuses_a_different_one_in_the_same_directory() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let dir = Dir::default();
+    let spec = format!(
+        "model = \"plain8\"\niterations = 20\nbatch_size = 16\nlog_every = 10\neval_every = 20\n\
+         checkpoint_every = 10\n[data]\ndataset = \"cifar10\"\npath = \"{}\"\neval_subset = 100\n\
+         [schedule]\nkind = \"multi-step\"\nlr = 0.05\nmilestones = [15]\n",
+        sample.display()
+    );
+    std::fs::write(dir.join("run.toml"), &spec).unwrap();
+    let out = dir
+        .suite(&["run", "--spec", "run.toml", "--out", "r", "--quiet"])
+        .code(0)
+        .stdout();
+    assert!(out.contains("finished: 20 iterations"), "{out}");
+    let s = summary(&dir.join("r"));
+    assert_eq!(s["eval_images"], 100);
+    assert_eq!(s["final_lr"].as_f64().unwrap(), 0.005000000000000001);
+    let rows = std::fs::read_to_string(dir.join("r/metrics.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+
+    std::fs::write(dir.join("run.toml"), spec.replace("lr = 0.05", "lr = 0.1")).unwrap();
+    let err = dir
+        .suite(&["run", "--spec", "run.toml", "--out", "r"])
+        .code(2)
+        .stderr();
+    assert!(err.contains("holds a different run"), "{err}");
+
+    std::fs::write(dir.join("bad.toml"), spec.replace("batch_size", "batch")).unwrap();
+    let err = dir.suite(&["run", "--spec", "bad.toml"]).code(2).stderr();
+    assert!(err.contains("bad.toml") && err.contains("batch"), "{err}");
+}
