@@ -67,6 +67,9 @@ fn conv2d_matches_stock_forward_and_both_gradients() {
         (1, 2, 5, 5, 3, 3, 1, 0),
         (7, 16, 8, 8, 16, 3, 1, 1),
         (4, 2, 4, 4, 2, 3, 3, 2),
+        (16, 16, 16, 16, 32, 3, 2, 1),
+        (16, 32, 16, 16, 64, 1, 2, 0),
+        (6, 8, 32, 32, 8, 3, 1, 1),
     ];
     for (n, c, h, w, o, k, s, p) in cases {
         let x = random(&[n, c, h, w], &mut rng);

@@ -136,3 +136,31 @@ fn run_executes_a_spec_file_and_refuses_a_different_one_in_the_same_directory() 
     let err = dir.suite(&["run", "--spec", "bad.toml"]).code(2).stderr();
     assert!(err.contains("bad.toml") && err.contains("batch"), "{err}");
 }
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_keeps_its_last_checkpoint() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let dir = Dir::default();
+    let spec = format!(
+        "model = \"resnet8\"\niterations = 200\nbatch_size = 32\nlog_every = 1\neval_every = 0\n\
+         checkpoint_every = 1\n[data]\ndataset = \"cifar10\"\npath = \"{}\"\neval_subset = 100\n\
+         [schedule]\nkind = \"multi-step\"\nlr = 1e12\nmilestones = []\n",
+        sample.display()
+    );
+    std::fs::write(dir.join("run.toml"), spec).unwrap();
+    let err = dir
+        .suite(&["run", "--spec", "run.toml", "--out", "r", "--quiet"])
+        .code(2)
+        .stderr();
+    assert!(err.contains("the loss became"), "{err}");
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+    assert!(!dir.join("r/summary.json").exists());
+    // The checkpoint kept is a good one: its metrics rows are finite.
+    let rows = std::fs::read_to_string(dir.join("r/metrics.csv")).unwrap();
+    assert!(
+        rows.lines().count() >= 2 && !rows.contains("NaN") && !rows.contains("inf"),
+        "{rows}"
+    );
+}

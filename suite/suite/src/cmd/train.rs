@@ -202,7 +202,7 @@ impl Observer for Progress {
         self.bar.set_position(from);
         self.bar.reset_eta();
         if from > 0 && !self.quiet {
-            self.bar.println(format!("resuming at iteration {from}"));
+            eprintln!("resuming at iteration {from}");
         }
         self.bar.set_message(spec.model.clone());
     }
@@ -228,7 +228,7 @@ impl Observer for Progress {
             ),
             None => String::new(),
         };
-        self.bar.println(format!(
+        let line = format!(
             "iter {:>6} (epoch {:.2}) lr {:.4}: train loss {:.4} error {:.2}%{test}, {:.0} images/s",
             row.iteration,
             row.epoch,
@@ -236,6 +236,12 @@ impl Observer for Progress {
             row.train_loss,
             100.0 * row.train_error,
             row.images_per_s
-        ));
+        );
+        // Without a terminal the bar draws nothing, its println included: log plainly instead.
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 }

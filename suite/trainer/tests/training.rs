@@ -1,0 +1,227 @@
+//! The trainer's numerics on real CIFAR-10 images (the shared sample): a net overfits one batch, the
+//! gradients of residual blocks with option A and B shortcuts agree with finite differences, and the
+//! fast kernels train along the stock ops' loss trajectory.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use candle_nn::ModuleT;
+use trainer::step::train_step;
+use trainer::{Sgd, SgdConfig};
+
+/// The shared data directory: `RESNET_REPRO_DATA`, else `../shared/data` beside the repository.
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RESNET_REPRO_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let sample = dir.join("cifar10/sample");
+    if sample.is_dir() {
+        Some(sample)
+    } else {
+        eprintln!("skipped: {} is absent", sample.display());
+        None
+    }
+}
+
+/// The first `n` sample training images, normalised by the sample's pixel mean, with labels.
+fn batch(n: usize) -> Option<(Tensor, Tensor)> {
+    let source = datasets::cifar::Source::local(&data_dir()?).unwrap();
+    let data = datasets::cifar::load(&source, None).unwrap();
+    let normalize = datasets::Normalize::pixel_mean(&data.train);
+    let mut images = vec![0f32; n * 3 * 32 * 32];
+    for (i, out) in images.chunks_exact_mut(3 * 32 * 32).enumerate() {
+        normalize.apply(data.train.image(i), out);
+    }
+    let labels: Vec<u32> = data.train.labels[..n].iter().map(|&l| l as u32).collect();
+    Some((
+        Tensor::from_vec(images, (n, 3, 32, 32), &Device::Cpu).unwrap(),
+        Tensor::new(labels, &Device::Cpu).unwrap(),
+    ))
+}
+
+fn model(name: &str, kernels: nets::Kernels) -> nets::Model {
+    let mut m = nets::Model::new(name.parse().unwrap(), 0, &Device::Cpu).unwrap();
+    m.net.set_kernels(kernels);
+    m
+}
+
+#[test]
+fn a_small_net_overfits_one_batch() {
+    let Some((images, labels)) = batch(32) else {
+        return;
+    };
+    let m = model("resnet8", nets::Kernels::Fast);
+    let mut sgd = Sgd::new(nets::weights::trainable(&m.vars), SgdConfig::default()).unwrap();
+    let first = train_step(&m.net, &mut sgd, &images, &labels, 0.05).unwrap();
+    let mut last = first;
+    for _ in 0..150 {
+        last = train_step(&m.net, &mut sgd, &images, &labels, 0.05).unwrap();
+    }
+    assert!(first.loss > 2.0, "starts near ln 10: {}", first.loss);
+    assert!(last.loss < 0.05, "loss after 150 steps: {}", last.loss);
+    assert_eq!(last.errors, 0);
+}
+
+/// Sum of cross-entropy over the batch, BN in training mode (as the gradient is taken).
+fn loss(m: &nets::Model, images: &Tensor, labels: &Tensor) -> f64 {
+    let logits = m.net.forward_t(images, true).unwrap();
+    let l = candle_nn::loss::cross_entropy(&logits, labels).unwrap();
+    l.to_scalar::<f32>().unwrap() as f64 * labels.elem_count() as f64
+}
+
+fn set_entry(m: &nets::Model, name: &str, index: usize, value: f32) {
+    let data = m.vars.data().lock().unwrap();
+    let var = &data[name];
+    let mut v = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    v[index] = value;
+    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+        .unwrap();
+}
+
+fn entries(m: &nets::Model, name: &str) -> Vec<f32> {
+    m.vars.data().lock().unwrap()[name]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn residual_block_gradients_agree_with_finite_differences_for_options_a_and_b() {
+    let Some((images, labels)) = batch(16) else {
+        return;
+    };
+    // layer2.0 of an 8-layer CIFAR net is a block where the shape changes (16 -> 32 channels,
+    // stride 2): option A pads with zeros, option B projects.
+    for (name, tensors) in [
+        (
+            "resnet8",
+            vec![
+                "layer2.0.conv1.weight",
+                "layer2.0.conv2.weight",
+                "layer2.0.bn2.weight",
+                "layer1.0.conv1.weight",
+            ],
+        ),
+        (
+            "resnet8-b",
+            vec![
+                "layer2.0.conv1.weight",
+                "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.bias",
+                "layer1.0.conv1.weight",
+            ],
+        ),
+    ] {
+        let m = model(name, nets::Kernels::Fast);
+        let logits = m.net.forward_t(&images, true).unwrap();
+        let total = (candle_nn::loss::cross_entropy(&logits, &labels).unwrap() * 16.0).unwrap();
+        let grads = total.backward().unwrap();
+        for tensor in tensors {
+            let grad = {
+                let data = m.vars.data().lock().unwrap();
+                grads
+                    .get(data[tensor].as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            // The three entries with the largest gradients: far from rounding noise.
+            let mut order: Vec<usize> = (0..grad.len()).collect();
+            order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+            let original = entries(&m, tensor);
+            for &i in &order[..3] {
+                let h = 2e-3f32;
+                set_entry(&m, tensor, i, original[i] + h);
+                let plus = loss(&m, &images, &labels);
+                set_entry(&m, tensor, i, original[i] - h);
+                let minus = loss(&m, &images, &labels);
+                set_entry(&m, tensor, i, original[i]);
+                let numeric = (plus - minus) / (2.0 * h as f64);
+                let analytic = grad[i] as f64;
+                assert!(
+                    (numeric - analytic).abs() <= 0.05 * analytic.abs() + 5e-3,
+                    "{name} {tensor}[{i}]: analytic {analytic}, numeric {numeric}"
+                );
+            }
+        }
+    }
+}
+
+/// Losses of `steps` training steps of ResNet-20 on a stream of augmented sample batches (a new
+/// batch every step, as in training), starting from the same initial weights.
+fn trajectory(kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
+    let source = datasets::cifar::Source::local(&data_dir().unwrap()).unwrap();
+    let data = datasets::cifar::load(&source, None).unwrap();
+    let normalize = datasets::Normalize::pixel_mean(&data.train);
+    let set = datasets::CifarDataset::new(data.train, normalize, true);
+    let config = datasets::LoaderConfig {
+        batch_size: 8,
+        ..Default::default()
+    };
+    let loader = datasets::Loader::new(std::sync::Arc::new(set), config, &Device::Cpu).unwrap();
+    let m = model("resnet20", kernels);
+    // Every parameter moved by `nudge` relative, in a pattern that differs from element to element
+    // (a uniform scale would vanish in the BN after each conv): rounding-sized noise in every layer.
+    for (_, var) in nets::weights::trainable(&m.vars) {
+        let w = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let w: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * (1.0 + nudge * ((i % 3) as f32 - 1.0)))
+            .collect();
+        var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let mut sgd = Sgd::new(nets::weights::trainable(&m.vars), SgdConfig::default()).unwrap();
+    loader
+        .stream(Default::default())
+        .take(steps)
+        .map(|b| {
+            let b = b.unwrap();
+            train_step(&m.net, &mut sgd, &b.images, &b.labels, 0.05)
+                .unwrap()
+                .loss
+        })
+        .collect()
+}
+
+#[test]
+fn fast_kernels_follow_the_stock_loss_trajectory_for_50_steps() {
+    if data_dir().is_none() {
+        return;
+    }
+    // How far fp32 rounding alone moves this trajectory: the stock run again, every weight nudged
+    // by 1e-6 relative. The fast kernels sum in a different order and must stay within a small
+    // multiple of that; a wrong gradient would leave it at once.
+    let stock = trajectory(nets::Kernels::Stock, 0.0, 50);
+    let nudged = trajectory(nets::Kernels::Stock, 1e-6, 50);
+    let fast = trajectory(nets::Kernels::Fast, 0.0, 50);
+    // Step by step: the fast run may differ from the stock run by at most ten times what the
+    // nudge has produced up to that step (plus 1e-4 relative): the two differ in every sum's order,
+    // not by one uniform nudge, so an order of magnitude is allowed. Differences grow chaotically
+    // over the steps (lr 0.05 at batch 8), so the bound is tight early (about 1e-4 at the first
+    // steps) and loose late; a wrong gradient breaks it within the first few steps.
+    let mut noise = 0f32;
+    for (i, ((f, s), n)) in fast.iter().zip(&stock).zip(&nudged).enumerate() {
+        noise = noise.max((n - s).abs());
+        let bound = 10.0 * noise + 1e-4 * s.abs();
+        assert!(
+            (f - s).abs() <= bound,
+            "step {i}: fast {f} vs stock {s} (bound {bound:.2e}); fast {fast:?}, stock {stock:?}, nudged {nudged:?}"
+        );
+    }
+}
