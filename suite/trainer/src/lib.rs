@@ -10,6 +10,7 @@ mod data;
 pub mod device;
 pub mod metrics;
 pub mod optim;
+pub mod protocol;
 pub mod run;
 pub mod schedule;
 pub mod spec;
@@ -18,6 +19,7 @@ pub mod step;
 use std::path::{Path, PathBuf};
 
 pub use optim::{Sgd, SgdConfig};
+pub use protocol::CifarProtocol;
 pub use run::{Observer, Outcome, Provenance, Quiet, Summary, run};
 pub use schedule::{Schedule, ScheduleState};
 pub use spec::{DataSpec, RunSpec};

@@ -63,34 +63,6 @@ pub struct ScheduleState {
 }
 
 impl Schedule {
-    /// The paper's CIFAR schedule: lr 0.1, divided by 10 at 32k and 48k (the run stops at 64k).
-    pub fn cifar() -> Self {
-        Self::MultiStep {
-            lr: 0.1,
-            milestones: vec![32_000, 48_000],
-            factor: 0.1,
-        }
-    }
-
-    /// The CIFAR schedule scaled to `iterations` (milestones at 50% and 75%, as 32k and 48k are of
-    /// 64k): the shape of the paper's schedule for a shorter run.
-    pub fn cifar_scaled(iterations: u64) -> Self {
-        Self::MultiStep {
-            lr: 0.1,
-            milestones: vec![iterations / 2, iterations * 3 / 4],
-            factor: 0.1,
-        }
-    }
-
-    /// ResNet-110's warm-up (§4.2): 0.01 until training error < 80%, then `then`.
-    pub fn with_warmup(self) -> Self {
-        Self::Warmup {
-            lr: 0.01,
-            until_train_error: 0.8,
-            then: Box::new(self),
-        }
-    }
-
     /// Checks the numbers make sense; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         match self {
@@ -216,22 +188,36 @@ fn positive(name: &str, value: f64) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn cifar() -> Schedule {
+        Schedule::MultiStep {
+            lr: 0.1,
+            milestones: vec![32_000, 48_000],
+            factor: 0.1,
+        }
+    }
+
+    fn warmup(then: Schedule) -> Schedule {
+        Schedule::Warmup {
+            lr: 0.01,
+            until_train_error: 0.8,
+            then: Box::new(then),
+        }
+    }
+
     #[test]
     fn multi_step_divides_at_the_papers_milestones() {
-        let s = Schedule::cifar();
+        let s = cifar();
         let st = ScheduleState::default();
         assert_eq!(s.lr(0, &st), 0.1);
         assert_eq!(s.lr(31_999, &st), 0.1);
         assert!((s.lr(32_000, &st) - 0.01).abs() < 1e-15);
         assert!((s.lr(48_000, &st) - 0.001).abs() < 1e-15);
         assert!((s.lr(63_999, &st) - 0.001).abs() < 1e-15);
-        let short = Schedule::cifar_scaled(2000);
-        assert!((short.lr(1000, &st) - 0.01).abs() < 1e-15 && short.lr(999, &st) == 0.1);
     }
 
     #[test]
     fn warmup_holds_until_the_training_error_falls_below_80_percent() {
-        let s = Schedule::cifar().with_warmup();
+        let s = warmup(cifar());
         let mut st = ScheduleState::default();
         assert_eq!(s.lr(0, &st), 0.01);
         s.observe_train_error(0.85, &mut st);
@@ -271,7 +257,7 @@ mod tests {
             "kind = \"warmup\"\nlr = 0.01\nuntil_train_error = 0.8\n[then]\nkind = \"multi-step\"\nlr = 0.1\nmilestones = [32000, 48000]\n",
         )
         .unwrap();
-        assert_eq!(s, Schedule::cifar().with_warmup());
+        assert_eq!(s, warmup(cifar()));
         s.validate().unwrap();
         let bad = Schedule::MultiStep {
             lr: 0.1,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::optim::SgdConfig;
+use crate::protocol::CifarProtocol;
 use crate::schedule::Schedule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,19 +88,20 @@ pub struct DataSpec {
 }
 
 impl RunSpec {
-    /// The paper's CIFAR-10 protocol for `model`, over `iterations` with the schedule's milestones
-    /// scaled to them (the full protocol at 64,000), and the warm-up for the 110- and 1202-layer nets.
-    pub fn cifar(model: &str, iterations: u64, data_path: Option<PathBuf>) -> Self {
-        let mut schedule = if iterations == 64_000 {
-            Schedule::cifar()
-        } else {
-            Schedule::cifar_scaled(iterations)
-        };
+    /// The paper's CIFAR-10 protocol for `model` over `iterations`, the schedule's milestones scaled
+    /// to them (the paper's own at its 64,000), with the warm-up for the 110- and 1202-layer nets.
+    pub fn cifar(
+        protocol: &CifarProtocol,
+        model: &str,
+        iterations: u64,
+        data_path: Option<PathBuf>,
+    ) -> Self {
+        let mut schedule = protocol.schedule(iterations);
         if model
             .parse::<nets::ModelSpec>()
             .is_ok_and(|spec| spec.depth() >= 110)
         {
-            schedule = schedule.with_warmup();
+            schedule = protocol.with_warmup(schedule);
         }
         Self {
             model: model.into(),
@@ -111,10 +113,10 @@ impl RunSpec {
                 eval_subset: None,
                 loader_threads: None,
             },
-            batch_size: default_batch(),
+            batch_size: protocol.batch_size,
             iterations,
             schedule,
-            optimizer: SgdConfig::default(),
+            optimizer: protocol.optimizer,
             seed: 0,
             device: default_device(),
             kernels: default_kernels(),
@@ -188,16 +190,25 @@ impl RunSpec {
 mod tests {
     use super::*;
 
+    fn protocol() -> CifarProtocol {
+        CifarProtocol::read(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reference/paper.toml"),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn the_cifar_protocol_and_its_checks() {
-        let spec = RunSpec::cifar("resnet110", 64_000, None);
-        assert_eq!(spec.schedule, Schedule::cifar().with_warmup());
+        let p = protocol();
+        let spec = RunSpec::cifar(&p, "resnet110", 64_000, None);
+        assert_eq!(spec.schedule, p.with_warmup(p.schedule(64_000)));
+        assert!(matches!(&spec.schedule, Schedule::Warmup { lr, .. } if *lr == 0.01));
         spec.validate().unwrap();
         assert_eq!(
-            RunSpec::cifar("resnet20", 64_000, None).schedule,
-            Schedule::cifar()
+            RunSpec::cifar(&p, "resnet20", 64_000, None).schedule,
+            p.schedule(64_000)
         );
-        let mut bad = RunSpec::cifar("resnet20", 2000, None);
+        let mut bad = RunSpec::cifar(&p, "resnet20", 2000, None);
         bad.eval_every = 250;
         assert!(bad.validate().unwrap_err().contains("eval_every (250)"));
         bad.model = "resnet21".into();
@@ -207,7 +218,7 @@ mod tests {
     #[test]
     fn specs_round_trip_and_unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = RunSpec::cifar("plain20", 2000, Some("/data/cifar10".into()));
+        let spec = RunSpec::cifar(&protocol(), "plain20", 2000, Some("/data/cifar10".into()));
         let path = dir.path().join("run.json");
         std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
         assert_eq!(RunSpec::read(&path).unwrap(), spec);

@@ -15,9 +15,10 @@ Examples:
   suite train --model plain20 --iterations 64000 --out results/train/plain20
   suite train --model resnet110 --iterations 64000 --device cuda:0
 
-The schedule is the paper's CIFAR one (lr 0.1, divided by 10 at 32k and 48k iterations of 64k),
-its milestones scaled to --iterations (at 50% and 75%); ResNet-110 and deeper warm up at lr 0.01
-until the training error falls below 80%. Run the same command again to resume an interrupted
+The protocol is read from configs/reference/paper.toml: the paper's CIFAR schedule (lr 0.1, divided
+by 10 at 32k and 48k iterations of 64k) with its milestones scaled to --iterations, momentum 0.9,
+weight decay 1e-4, batch 128; ResNet-110 and deeper warm up at lr 0.01 until the training error
+falls below 80%. Run the same command again to resume an interrupted
 run (it continues from the last checkpoint) or to see a finished one's figures.";
 
 /// Train a model on CIFAR-10 with the paper's protocol (SGD, momentum 0.9, weight decay 1e-4,
@@ -31,8 +32,9 @@ pub struct TrainArgs {
     /// Training iterations (SGD steps)
     #[arg(long)]
     iterations: u64,
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
+    /// Batch size [default: the paper's, 128]
+    #[arg(long)]
+    batch: Option<usize>,
     /// Seed of the initial weights, the sample order and the augmentation
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -70,11 +72,12 @@ pub struct TrainArgs {
 
 const RUN_EXAMPLES: &str = "\
 Examples:
-  suite run --spec configs/runs/resnet20-short.toml
+  suite run --spec configs/runs/resnet20-short.toml --data cifar10=../shared/data/cifar10
   suite run --spec results/train/resnet20-seed0-1a2b3c4d/spec.json --out /tmp/rerun
 
 A spec is TOML or JSON with the fields of spec.json in any run directory: model, data, batch_size,
-iterations, schedule, optimizer, seed, device, kernels, log_every, eval_every, checkpoint_every.";
+iterations, schedule, optimizer, seed, device, kernels, log_every, eval_every, checkpoint_every.
+`--data cifar10=PATH` replaces the spec's data.path.";
 
 /// Execute one run described by a spec file; rerunning resumes it or reports it done.
 #[derive(Debug, clap::Args)]
@@ -93,8 +96,13 @@ pub struct RunArgs {
 
 pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let data_path = global.data_path("cifar10").map(Path::to_path_buf);
-    let mut spec = RunSpec::cifar(&args.model, args.iterations, data_path);
-    spec.batch_size = args.batch;
+    let reference =
+        crate::paths::configs_dir(global.configs.as_deref()).join("reference/paper.toml");
+    let protocol = trainer::CifarProtocol::read(&reference).map_err(anyhow::Error::msg)?;
+    let mut spec = RunSpec::cifar(&protocol, &args.model, args.iterations, data_path);
+    if let Some(batch) = args.batch {
+        spec.batch_size = batch;
+    }
     spec.seed = args.seed;
     spec.device = args.device;
     spec.kernels = args.kernels;
@@ -112,7 +120,10 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    let spec = RunSpec::read(&args.spec).map_err(anyhow::Error::msg)?;
+    let mut spec = RunSpec::read(&args.spec).map_err(anyhow::Error::msg)?;
+    if let Some(path) = global.data_path("cifar10") {
+        spec.data.path = Some(path.to_path_buf());
+    }
     let dir = args
         .out
         .unwrap_or_else(|| trainer::run::default_dir(&global.results.join("runs"), &spec));
