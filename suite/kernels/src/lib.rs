@@ -5,6 +5,8 @@
 //!   batch and skip the input gradient where nothing upstream needs it.
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
 //!   it, with the batch statistics computed in one pass and a fused backward.
+//! - [`max_pool2d`] (ImageNet's 3x3/2 stem pool) and [`subsample_pad`] (option A's shortcut):
+//!   one pass each way, the pool's gradient going to the first maximum as in PyTorch.
 //! - [`relu`] and [`add_relu`] (a residual block's `relu(F(x) + x)`): one pass forward, one pass
 //!   backward over the output.
 //!
@@ -31,7 +33,9 @@ mod cpu;
 mod matmul;
 mod memory;
 mod norm;
+mod pool;
 
 pub use conv::{Conv2dGeometry, conv2d};
 pub use memory::keep_freed_memory;
 pub use norm::{BatchStats, add_relu, batch_norm_train, relu};
+pub use pool::{max_pool2d, subsample_pad};

@@ -279,3 +279,109 @@ fn add_relu_matches_stock() {
         "{err}"
     );
 }
+
+/// Max pooling from stock ops: -inf padding, then the window maximum (a reference for values
+/// without ties, where the two gradient conventions agree).
+fn stock_max_pool(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let padded = x
+        .pad_with_same(2, p, p)?
+        .pad_with_same(3, p, p)?
+        .affine(1.0, 0.0)?;
+    // Replace the copied edge values with -inf so padding never wins.
+    let mask: Vec<f32> = (0..(h + 2 * p) * (w + 2 * p))
+        .map(|i| {
+            let (y, x) = (i / (w + 2 * p), i % (w + 2 * p));
+            if y < p || y >= h + p || x < p || x >= w + p {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (1, 1, h + 2 * p, w + 2 * p), &Device::Cpu)?;
+    let padded = padded.broadcast_add(&mask)?;
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut rows = Vec::new();
+    for oy in 0..oh {
+        let mut cols = Vec::new();
+        for ox in 0..ow {
+            let window = padded.narrow(2, oy * s, k)?.narrow(3, ox * s, k)?;
+            cols.push(window.flatten_from(2)?.max_keepdim(2)?);
+        }
+        rows.push(Tensor::cat(&cols, 2)?);
+    }
+    Tensor::stack(&rows, 2)
+}
+
+#[test]
+fn max_pool_matches_stock_and_sends_ties_to_the_first_maximum() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for (n, c, h, w, k, s, p) in [
+        (2, 3, 9, 9, 3, 2, 1),
+        (1, 2, 8, 6, 3, 2, 1),
+        (3, 1, 7, 7, 2, 2, 0),
+        (1, 1, 5, 5, 3, 1, 1),
+    ] {
+        let x = random(&[n, c, h, w], &mut rng);
+        let stock_y = stock_max_pool(&x, k, s, p).unwrap();
+        let probe = random(stock_y.dims(), &mut rng);
+        let (y, g) = output_and_grads(&[&x], &probe, |t| kernels::max_pool2d(&t[0], k, s, p));
+        let (sy, sg) = output_and_grads(&[&x], &probe, |t| stock_max_pool(&t[0], k, s, p));
+        let case = format!("{n}x{c}x{h}x{w} k{k} s{s} p{p}");
+        assert_eq!(rel_diff(&y, &sy), 0.0, "{case}");
+        assert!(rel_diff(&g[0], &sg[0]) < 1e-6, "{case}");
+    }
+    // A plane of equal values: every window's gradient goes to its first (top-left) element.
+    let x = Var::from_tensor(
+        &Tensor::ones((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let y = kernels::max_pool2d(&x, 2, 2, 0).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let g = g
+        .get(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let expect: Vec<f32> = (0..16)
+        .map(|i| {
+            if (i / 4) % 2 == 0 && (i % 4) % 2 == 0 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    assert_eq!(g, expect);
+}
+
+#[test]
+fn subsample_pad_matches_stock() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (n, c, h, w, s, extra) in [
+        (2, 3, 8, 8, 2, 3),
+        (1, 2, 7, 5, 2, 0),
+        (3, 4, 9, 9, 3, 4),
+        (2, 2, 4, 4, 1, 2),
+    ] {
+        let x = random(&[n, c, h, w], &mut rng);
+        let stock = |t: &Tensor| -> Result<Tensor> {
+            let rows: Vec<Tensor> = (0..h.div_ceil(s))
+                .map(|i| t.narrow(2, i * s, 1))
+                .collect::<Result<_>>()?;
+            let t = Tensor::cat(&rows, 2)?;
+            let cols: Vec<Tensor> = (0..w.div_ceil(s))
+                .map(|j| t.narrow(3, j * s, 1))
+                .collect::<Result<_>>()?;
+            Tensor::cat(&cols, 3)?.pad_with_zeros(1, 0, extra)
+        };
+        let probe = random(stock(&x).unwrap().dims(), &mut rng);
+        let (y, g) = output_and_grads(&[&x], &probe, |t| kernels::subsample_pad(&t[0], s, extra));
+        let (sy, sg) = output_and_grads(&[&x], &probe, |t| stock(&t[0]));
+        assert_eq!(rel_diff(&y, &sy), 0.0);
+        assert_eq!(rel_diff(&g[0], &sg[0]), 0.0);
+    }
+}

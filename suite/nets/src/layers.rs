@@ -90,6 +90,30 @@ pub fn add_relu(a: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
 }
 
+/// Max pooling with the chosen kernels (the stock path splits a tied window's gradient between its
+/// maxima; the fast one gives it to the first, as PyTorch).
+pub fn max_pool2d(
+    xs: &Tensor,
+    (kernel, stride, padding): (usize, usize, usize),
+    kernels: Kernels,
+) -> Result<Tensor> {
+    if kernels.fast_for(xs) {
+        ::kernels::max_pool2d(xs, kernel, stride, padding)
+    } else {
+        ops::max_pool2d(xs, kernel, stride, padding)
+    }
+}
+
+/// Option A's shortcut where the shape changes: `xs[:, :, ::stride, ::stride]` and `extra` zero
+/// channels, with the chosen kernels.
+pub fn subsample_pad(xs: &Tensor, stride: usize, extra: usize, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fast_for(xs) {
+        ::kernels::subsample_pad(xs, stride, extra)
+    } else {
+        ops::subsample(xs, stride)?.pad_with_zeros(1, 0, extra)
+    }
+}
+
 /// A 2-D convolution without bias (every conv in a ResNet is followed by BN).
 #[derive(Debug, Clone)]
 pub struct Conv2d {

@@ -128,12 +128,10 @@ impl ShortcutPath {
         })
     }
 
-    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, train: bool, kernels: Kernels) -> Result<Tensor> {
         match self {
             Self::Identity => Ok(xs.clone()),
-            Self::ZeroPad { stride, extra } => {
-                ops::subsample(xs, *stride)?.pad_with_zeros(1, 0, *extra)
-            }
+            Self::ZeroPad { stride, extra } => layers::subsample_pad(xs, *stride, *extra, kernels),
             Self::Projection(unit) => unit.forward_t(xs, train),
         }
     }
@@ -201,7 +199,10 @@ impl Block {
             ys = forward_unit(unit, &ys, train, relu, taps)?;
         }
         match &self.shortcut {
-            Some(path) => layers::add_relu(&ys, &path.forward(xs, train)?, self.kernels()),
+            Some(path) => {
+                let shortcut = path.forward(xs, train, self.kernels())?;
+                layers::add_relu(&ys, &shortcut, self.kernels())
+            }
             None => Ok(ys),
         }
     }
@@ -305,7 +306,7 @@ impl ResNet {
     fn run(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut ys = forward_unit(&self.stem, xs, train, true, taps)?;
         if matches!(self.spec.family, Family::ImageNet { .. }) {
-            ys = ops::max_pool2d(&ys, 3, 2, 1)?;
+            ys = layers::max_pool2d(&ys, (3, 2, 1), self.kernels())?;
         }
         for block in self.blocks() {
             ys = block.forward(&ys, train, taps)?;

@@ -269,7 +269,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         flops: None,
     });
     let ms = median_seconds(r, || {
-        nets::ops::max_pool2d(xv.as_tensor(), 3, 2, 1)?
+        nets::layers::max_pool2d(xv.as_tensor(), (3, 2, 1), args.kernels)?
             .sum_all()?
             .backward()
             .map(drop)
