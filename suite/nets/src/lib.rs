@@ -5,7 +5,9 @@
 //! What this crate adds to candle for them: seeded initialisation that is the same on every device
 //! ([`init`]), a trainable padded max pool and a strided slice ([`ops`]), parameter and multiply-add
 //! counts from the module graph itself ([`layers::Cost`]), the per-layer responses of Fig. 7
-//! ([`Tap`]), and safetensors weights under torchvision's names ([`weights`]).
+//! ([`Tap`]), and safetensors weights under torchvision's names ([`weights`]). On the CPU the
+//! layers run the `kernels` crate's fast ops by default; [`Kernels::Stock`] selects candle's own
+//! (`ResNet::set_kernels`).
 //!
 //! ```
 //! use candle_core::{Device, Tensor};

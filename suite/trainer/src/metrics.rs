@@ -110,8 +110,9 @@ pub struct MetricsFile {
 
 impl MetricsFile {
     /// Opens `path` for a run that has completed `completed` iterations: rows after that (written
-    /// after the last checkpoint by a session that then stopped) are dropped, atomically.
-    pub fn open(path: &Path, completed: u64) -> Result<Self, Error> {
+    /// after the last checkpoint by a session that then stopped) are dropped, atomically. Returns
+    /// the file and the last row kept.
+    pub fn open(path: &Path, completed: u64) -> Result<(Self, Option<Row>), Error> {
         let kept: Vec<Row> = if path.is_file() && completed > 0 {
             read(path)?
                 .into_iter()
@@ -133,10 +134,11 @@ impl MetricsFile {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Self {
+        let file = Self {
             path: path.to_path_buf(),
             file,
-        })
+        };
+        Ok((file, kept.into_iter().last()))
     }
 
     pub fn append(&mut self, row: &Row) -> Result<(), Error> {
@@ -171,7 +173,8 @@ mod tests {
     fn rows_round_trip_and_a_resume_drops_rows_after_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.csv");
-        let mut m = MetricsFile::open(&path, 0).unwrap();
+        let (mut m, last) = MetricsFile::open(&path, 0).unwrap();
+        assert_eq!(last, None);
         for (i, t) in [(100, None), (200, Some(2.1)), (300, None)] {
             m.append(&row(i, t)).unwrap();
         }
@@ -181,7 +184,8 @@ mod tests {
         assert_eq!(rows[1].test_loss, Some(2.1));
         assert_eq!(rows[0].train_loss, 2.3025851249694824, "full precision");
         assert_eq!(rows[0].images_per_s, 123.5);
-        let mut m = MetricsFile::open(&path, 200).unwrap();
+        let (mut m, last) = MetricsFile::open(&path, 200).unwrap();
+        assert_eq!(last.map(|r| r.iteration), Some(200));
         m.append(&row(300, Some(1.0))).unwrap();
         let rows = read(&path).unwrap();
         assert_eq!(

@@ -209,13 +209,12 @@ pub fn run(
         state.resumes += 1;
     }
     let data = data::load(spec, cache_dir, &device)?;
-    let mut metrics = MetricsFile::open(&dir.join(METRICS_FILE), state.iteration)?;
-    let mut last_row: Option<Row> = crate::metrics::read(&dir.join(METRICS_FILE))?.pop();
+    let (mut metrics, mut last_row) = MetricsFile::open(&dir.join(METRICS_FILE), state.iteration)?;
     observer.started(spec, state.iteration);
 
     let session_start = Instant::now();
     let wall_before = state.wall_s;
-    let wall = |start: &Instant| wall_before + start.elapsed().as_secs_f64();
+    let wall = || wall_before + session_start.elapsed().as_secs_f64();
     let mut window = Window::default();
     let mut stream = data.train.stream(Position {
         epoch: state.epoch,
@@ -261,7 +260,7 @@ pub fn run(
         } else {
             None
         };
-        state.wall_s = wall(&session_start);
+        state.wall_s = wall();
         let row = Row {
             iteration: state.iteration,
             epoch: (state.iteration * spec.batch_size as u64) as f64 / data.train_len as f64,
