@@ -18,8 +18,8 @@ Examples:
 The protocol is read from configs/reference/paper.toml: the paper's CIFAR schedule (lr 0.1, divided
 by 10 at 32k and 48k iterations of 64k) with its milestones scaled to --iterations, momentum 0.9,
 weight decay 1e-4, batch 128; ResNet-110 and deeper warm up at lr 0.01 until the training error
-falls below 80%. Run the same command again to resume an interrupted
-run (it continues from the last checkpoint) or to see a finished one's figures.";
+falls below 80%. Run the same command again to resume an interrupted run (it continues from the
+last checkpoint) or to see a finished one's figures.";
 
 /// Train a model on CIFAR-10 with the paper's protocol (SGD, momentum 0.9, weight decay 1e-4,
 /// batch 128, pad-crop-flip augmentation), writing metrics, checkpoints and a summary.
