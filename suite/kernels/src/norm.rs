@@ -113,6 +113,85 @@ fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
     BatchStats { mean, var, count }
 }
 
+/// The output gradient that passes a fused ReLU whose output is `y`.
+#[inline]
+fn masked(g: f32, y: f32) -> f32 {
+    if y > 0.0 { g } else { 0.0 }
+}
+
+/// Per channel, `sum(g)` and `sum(g * xhat)` with `g` the (masked) output gradient.
+fn grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    mask: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    mean: &[f32],
+    inv_std: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
+    let (_, c, hw) = dims;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let m = mean[ch];
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            let rows = channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch));
+            for (img, (g_row, x_row)) in rows.enumerate() {
+                match mask {
+                    Some(y) => {
+                        let y_row = &y[(img * c + ch) * hw..][..hw];
+                        sg += lane_sum2(g_row, y_row, masked);
+                        let gated = g_row.iter().zip(y_row).map(|(&g, &y)| masked(g, y));
+                        sgx += gated
+                            .zip(x_row)
+                            .map(|(g, &x)| (g * (x - m)) as f64)
+                            .sum::<f64>();
+                    }
+                    None => {
+                        sg += lane_sum(g_row, |g| g);
+                        sgx += lane_sum2(g_row, x_row, |g, x| g * (x - m));
+                    }
+                }
+            }
+            (sg, sgx * inv_std[ch] as f64)
+        })
+        .unzip()
+}
+
+/// `dx = k * g + a * x + b` with per-channel `(k, a, b)` and `g` the (masked) output gradient.
+fn input_grad(
+    x: &[f32],
+    dy: &[f32],
+    mask: Option<&[f32]>,
+    (c, hw): (usize, usize),
+    coef: &[(f32, f32, f32)],
+) -> Vec<f32> {
+    cpu::build(x.len(), |dx| {
+        dx.par_chunks_mut(c * hw)
+            .enumerate()
+            .for_each(|(img, dx_img)| {
+                for (ch, &(k, a, b)) in coef.iter().enumerate() {
+                    let at = (img * c + ch) * hw;
+                    let rows = dx_img[ch * hw..][..hw]
+                        .iter_mut()
+                        .zip(&x[at..at + hw])
+                        .zip(&dy[at..at + hw]);
+                    match mask {
+                        Some(y) => {
+                            for (((o, &x), &g), &y) in rows.zip(&y[at..at + hw]) {
+                                o.write(k * masked(g, y) + a * x + b);
+                            }
+                        }
+                        None => {
+                            for ((o, &x), &g) in rows {
+                                o.write(k * g + a * x + b);
+                            }
+                        }
+                    }
+                }
+            })
+    })
+}
+
 struct BatchNormOp {
     eps: f64,
     relu: bool,
@@ -204,82 +283,30 @@ impl CustomOp3 for BatchNormOp {
         let inv_std = self.inv_std(stats);
         let count = stats.count as f64;
         let want_dx = x.track_op();
-        let relu = self.relu;
+        let gamma_values = gamma.to_vec1::<f32>()?;
         let (dx, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, dy, |dy| {
-                cpu::with_slice(name, gamma, |gamma| {
-                    cpu::with_slice(name, y, |y| {
-                        // With the ReLU fused, g = dy where y > 0, else 0.
-                        let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) =
-                            (0..c)
-                                .into_par_iter()
-                                .map(|ch| {
-                                    let m = stats.mean[ch];
-                                    let (mut sg, mut sgx) = (0f64, 0f64);
-                                    let rows =
-                                        channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch));
-                                    for (img, (g_row, x_row)) in rows.enumerate() {
-                                        if relu {
-                                            let y_row = &y[(img * c + ch) * hw..][..hw];
-                                            sg += lane_sum2(g_row, y_row, |g, y| {
-                                                if y > 0.0 { g } else { 0.0 }
-                                            });
-                                            for ((g, x), y) in g_row.iter().zip(x_row).zip(y_row) {
-                                                if *y > 0.0 {
-                                                    sgx += (*g * (*x - m)) as f64;
-                                                }
-                                            }
-                                        } else {
-                                            sg += lane_sum(g_row, |g| g);
-                                            sgx += lane_sum2(g_row, x_row, |g, x| g * (x - m));
-                                        }
-                                    }
-                                    (sg, sgx * inv_std[ch] as f64)
-                                })
-                                .unzip();
-                        let dx = want_dx.then(|| {
-                            // dx = k * g + a * x + b per channel, with
-                            // k = gamma / sigma, a = -k * sum(g xhat) / (M sigma),
-                            // b = -k * sum(g) / M - a * mean.
-                            let coef: Vec<(f32, f32, f32)> = (0..c)
-                                .map(|ch| {
-                                    let k = gamma[ch] as f64 * inv_std[ch] as f64;
-                                    let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
-                                    let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
-                                    (k as f32, a as f32, b as f32)
-                                })
-                                .collect();
-                            cpu::build(x.len(), |dx| {
-                                dx.par_chunks_mut(c * hw)
-                                    .zip(x.par_chunks(c * hw))
-                                    .zip(dy.par_chunks(c * hw))
-                                    .zip(y.par_chunks(c * hw))
-                                    .for_each(|(((dx_img, x_img), dy_img), y_img)| {
-                                        for (ch, &(k, a, b)) in coef.iter().enumerate() {
-                                            let range = ch * hw..(ch + 1) * hw;
-                                            let rows = dx_img[range.clone()]
-                                                .iter_mut()
-                                                .zip(&x_img[range.clone()])
-                                                .zip(&dy_img[range.clone()]);
-                                            if relu {
-                                                for (((o, &x), &g), &y) in rows.zip(&y_img[range]) {
-                                                    let g = if y > 0.0 { g } else { 0.0 };
-                                                    o.write(k * g + a * x + b);
-                                                }
-                                            } else {
-                                                for ((o, &x), &g) in rows {
-                                                    o.write(k * g + a * x + b);
-                                                }
-                                            }
-                                        }
-                                    })
+                cpu::with_slice(name, y, |y| {
+                    // With the ReLU fused, the gradient reaching the norm is dy where y > 0.
+                    let mask = self.relu.then_some(y);
+                    let (sum_g, sum_gx) = grad_sums(x, dy, mask, dims, &stats.mean, &inv_std);
+                    let dx = want_dx.then(|| {
+                        // dx = k * g + a * x + b per channel, with k = gamma / sigma,
+                        // a = -k * sum(g xhat) / (M sigma), b = -k * sum(g) / M - a * mean.
+                        let coef: Vec<(f32, f32, f32)> = (0..c)
+                            .map(|ch| {
+                                let k = gamma_values[ch] as f64 * inv_std[ch] as f64;
+                                let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
+                                let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
+                                (k as f32, a as f32, b as f32)
                             })
-                        });
-                        (dx, sum_g, sum_gx)
-                    })
+                            .collect();
+                        input_grad(x, dy, mask, (c, hw), &coef)
+                    });
+                    (dx, sum_g, sum_gx)
                 })
             })
-        })????;
+        })???;
         let to_tensor = |v: Vec<f64>| cpu::tensor(v.into_iter().map(|s| s as f32).collect(), &[c]);
         let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
         let dgamma = gamma.track_op().then(|| to_tensor(sum_gx)).transpose()?;
