@@ -10,6 +10,10 @@
 //! space and transposed in channels, padded by `k - 1 - p`: it runs as a forward pass, which avoids
 //! col2im's scattered additions.
 //!
+//! Stride-1 convs with a spatial kernel (all of a CIFAR net's 3x3 convs but the two that halve the
+//! map) take the direct path of [`direct`] instead, on CPUs with AVX2 or AVX-512: no column matrix
+//! is built. [`ConvAlgorithm`] picks a path explicitly, for checks and benchmarks.
+//!
 //! Work is split over the batch (each task owns a run of images and its own im2col buffer, so
 //! buffers stay in cache and writes never overlap); a 1x1 stride-1 conv uses the image itself as
 //! its column matrix. When the batch is smaller than the thread pool, gemm splits each product.
@@ -19,6 +23,26 @@ use rayon::prelude::*;
 
 use crate::cpu;
 use crate::matmul::{View, matmul};
+
+mod direct;
+
+pub use direct::MAX_ISA_VAR;
+
+/// How a convolution's three passes are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvAlgorithm {
+    /// Direct where it applies (stride 1, a spatial kernel, AVX2 or AVX-512), else GEMM.
+    #[default]
+    Auto,
+    /// Per-image GEMMs over an im2col buffer, for every geometry.
+    Gemm,
+}
+
+impl ConvAlgorithm {
+    fn direct(self, g: &Conv2dGeometry) -> bool {
+        self == ConvAlgorithm::Auto && direct::applies(g)
+    }
+}
 
 /// The shapes of one convolution, derived from its input and weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +239,10 @@ fn columns<'a>(g: &Conv2dGeometry, image: &'a [f32], buffer: &'a mut [f32]) -> &
     }
 }
 
-fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32], algorithm: ConvAlgorithm) -> Vec<f32> {
+    if algorithm.direct(g) {
+        return direct::forward(g, x, w);
+    }
     let threads = rayon::current_num_threads();
     let (per_task, gemm_threads) = (g.images_per_task(threads), g.gemm_threads(threads));
     let (k, p) = (g.patch_len(), g.positions());
@@ -266,22 +293,29 @@ fn transposed_conv(g: &Conv2dGeometry, w: &[f32]) -> Option<(Conv2dGeometry, Vec
     (geometry.out_h == g.height && geometry.out_w == g.width).then_some((geometry, flipped))
 }
 
-/// Both gradients, each when wanted: the weight gradient by im2col; the input gradient as a forward
-/// conv where the stride allows, else by col2im in the same walk over the batch.
+/// Both gradients, each when wanted: the weight gradient directly or by im2col; the input gradient
+/// as a forward conv where the stride allows, else by col2im in the same walk over the batch.
 fn backward(
     g: &Conv2dGeometry,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    want_dx: bool,
-    want_dw: bool,
+    (x, w, dy): (&[f32], &[f32], &[f32]),
+    (want_dx, want_dw): (bool, bool),
+    algorithm: ConvAlgorithm,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let weight_grad = || {
+        if !want_dw {
+            None
+        } else if algorithm.direct(g) {
+            Some(direct::weight_grad(g, x, dy))
+        } else {
+            backward_by_columns(g, x, w, dy, None, true)
+        }
+    };
     if !want_dx {
-        return (None, backward_by_columns(g, x, w, dy, None, want_dw));
+        return (None, weight_grad());
     }
     if let Some((tg, flipped)) = transposed_conv(g, w) {
-        let dx = forward(&tg, dy, &flipped);
-        return (Some(dx), backward_by_columns(g, x, w, dy, None, want_dw));
+        let dx = forward(&tg, dy, &flipped, algorithm);
+        return (Some(dx), weight_grad());
     }
     let mut dx = vec![0.0; g.batch * g.image_len()];
     let dw = backward_by_columns(g, x, w, dy, Some(&mut dx), want_dw);
@@ -367,6 +401,7 @@ fn backward_by_columns(
 struct Conv2dOp {
     stride: usize,
     padding: usize,
+    algorithm: ConvAlgorithm,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -386,7 +421,7 @@ impl CustomOp2 for Conv2dOp {
             cpu::slice(self.name(), xs, xl)?,
             cpu::slice(self.name(), ws, wl)?,
         );
-        let y = forward(&g, x, w);
+        let y = forward(&g, x, w, self.algorithm);
         Ok((CpuStorage::F32(y), Shape::from(g.output_shape().to_vec())))
     }
 
@@ -402,7 +437,9 @@ impl CustomOp2 for Conv2dOp {
         let name = self.name();
         let (dx, dw) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, w, |w| {
-                cpu::with_slice(name, dy, |dy| backward(&g, x, w, dy, want_dx, want_dw))
+                cpu::with_slice(name, dy, |dy| {
+                    backward(&g, (x, w, dy), (want_dx, want_dw), self.algorithm)
+                })
             })
         })???;
         let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
@@ -414,9 +451,24 @@ impl CustomOp2 for Conv2dOp {
 /// `conv2d(x, w)` for an NCHW f32 input and OIHW weight on the CPU, with square `stride` and zero
 /// `padding` (dilation 1, one group), differentiable in both arguments.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    conv2d_with(x, w, padding, stride, ConvAlgorithm::Auto)
+}
+
+/// [`conv2d`] computed by the given algorithm.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    algorithm: ConvAlgorithm,
+) -> Result<Tensor> {
     Conv2dGeometry::new(x.dims(), w.dims(), stride, padding)?;
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv2dOp { stride, padding })
+    let op = Conv2dOp {
+        stride,
+        padding,
+        algorithm,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 #[cfg(test)]

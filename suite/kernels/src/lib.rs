@@ -1,8 +1,9 @@
 //! Fast CPU training kernels for candle, each a custom op with its own backward pass:
 //!
-//! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) as per-image GEMMs over
-//!   an im2col buffer, parallel over the batch; the two backward passes share one walk over the
-//!   batch and skip the input gradient where nothing upstream needs it.
+//! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) parallel over the
+//!   batch; stride-1 convs computed directly from a padded copy of each image with AVX2/AVX-512
+//!   kernels, others as per-image GEMMs over an im2col buffer; the input gradient is skipped where
+//!   nothing upstream needs it.
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
 //!   it, with the batch statistics computed in one pass and a fused backward.
 //! - [`max_pool2d`] (ImageNet's 3x3/2 stem pool) and [`subsample_pad`] (option A's shortcut):
@@ -35,7 +36,7 @@ mod memory;
 mod norm;
 mod pool;
 
-pub use conv::{Conv2dGeometry, conv2d};
+pub use conv::{Conv2dGeometry, ConvAlgorithm, MAX_ISA_VAR, conv2d, conv2d_with};
 pub use memory::keep_freed_memory;
 pub use norm::{BatchStats, add_relu, batch_norm_train, relu};
 pub use pool::{max_pool2d, subsample_pad};

@@ -3,6 +3,7 @@
 //! norm's fused backward.
 
 use candle_core::{Device, Result, Tensor, Var};
+use kernels::ConvAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,6 +56,36 @@ fn output_and_grads(
 
 #[test]
 fn conv2d_matches_stock_forward_and_both_gradients() {
+    conv2d_matches_stock(ConvAlgorithm::Auto);
+}
+
+#[test]
+fn conv2d_by_gemm_matches_stock_forward_and_both_gradients() {
+    conv2d_matches_stock(ConvAlgorithm::Gemm);
+}
+
+/// The direct path's AVX2 kernels, on a CPU that would otherwise pick AVX-512: the test above
+/// rerun in a child process with the instruction set capped.
+#[test]
+fn conv2d_with_avx2_kernels_matches_stock() {
+    let test = "conv2d_matches_stock_forward_and_both_gradients";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads", "1"])
+        .env(kernels::MAX_ISA_VAR, "avx2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} with {}=avx2:\n{stdout}{}",
+        kernels::MAX_ISA_VAR,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where the CPU has AVX2 or AVX-512, `Auto` takes the direct path for every stride-1 case with a
+/// spatial kernel below, so the two tests between them check both paths on the same shapes.
+fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     // (batch, c_in, h, w, c_out, kernel, stride, padding)
     let cases = [
@@ -70,6 +101,11 @@ fn conv2d_matches_stock_forward_and_both_gradients() {
         (16, 16, 16, 16, 32, 3, 2, 1),
         (16, 32, 16, 16, 64, 1, 2, 0),
         (6, 8, 32, 32, 8, 3, 1, 1),
+        (2, 3, 11, 10, 4, 5, 1, 2),
+        (3, 4, 6, 6, 3, 3, 1, 2),
+        (1, 20, 7, 7, 9, 3, 1, 1),
+        (3, 64, 8, 8, 64, 3, 1, 1),
+        (2, 3, 32, 32, 16, 3, 1, 1),
     ];
     for (n, c, h, w, o, k, s, p) in cases {
         let x = random(&[n, c, h, w], &mut rng);
@@ -77,10 +113,10 @@ fn conv2d_matches_stock_forward_and_both_gradients() {
         let stock_y = x.conv2d(&weight, p, s, 1, 1).unwrap();
         let probe = random(stock_y.dims(), &mut rng);
         let (y, g) = output_and_grads(&[&x, &weight], &probe, |t| {
-            kernels::conv2d(&t[0], &t[1], p, s)
+            kernels::conv2d_with(&t[0], &t[1], p, s, algorithm)
         });
         let (sy, sg) = output_and_grads(&[&x, &weight], &probe, |t| t[0].conv2d(&t[1], p, s, 1, 1));
-        let case = format!("n{n} c{c} {h}x{w} -> {o} k{k} s{s} p{p}");
+        let case = format!("{algorithm:?}: n{n} c{c} {h}x{w} -> {o} k{k} s{s} p{p}");
         assert!(
             rel_diff(&y, &sy) < 1e-5,
             "{case}: output {}",
