@@ -31,7 +31,8 @@ pub use direct::MAX_ISA_VAR;
 /// How a convolution's three passes are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvAlgorithm {
-    /// Direct where it applies (stride 1, a spatial kernel, AVX2 or AVX-512), else GEMM.
+    /// Direct where it applies and measured faster (stride 1, a spatial kernel, AVX2 or AVX-512,
+    /// moderate channel counts), else GEMM.
     #[default]
     Auto,
     /// Per-image GEMMs over an im2col buffer, for every geometry.
@@ -304,7 +305,7 @@ fn backward(
     let weight_grad = || {
         if !want_dw {
             None
-        } else if algorithm.direct(g) {
+        } else if algorithm == ConvAlgorithm::Auto && direct::applies_to_weight_grad(g) {
             Some(direct::weight_grad(g, x, dy))
         } else {
             backward_by_columns(g, x, w, dy, None, true)

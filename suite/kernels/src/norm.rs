@@ -63,25 +63,6 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
 }
 
-/// `sum(f(a, b))` over two equal-length slices, as [`lane_sum`].
-#[inline]
-fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((s, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
-            *s += f(x, y);
-        }
-    }
-    acc.iter().map(|&s| s as f64).sum::<f64>() + tail as f64
-}
-
 /// The `hw` values of channel `c` in each of the `n` images.
 fn channel_rows(
     data: &[f32],
@@ -119,6 +100,45 @@ fn masked(g: f32, y: f32) -> f32 {
     if y > 0.0 { g } else { 0.0 }
 }
 
+/// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked by `y` when given; f32 lanes,
+/// summed in f64.
+fn grad_row_sums(g: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) {
+    let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
+    let add = |g: &[f32], x: &[f32], acc_g: &mut [f32], acc_gx: &mut [f32]| {
+        for (((sg, sgx), &g), &x) in acc_g.iter_mut().zip(acc_gx.iter_mut()).zip(g).zip(x) {
+            *sg += g;
+            *sgx += g * (x - m);
+        }
+    };
+    let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (g_tail, x_tail) = (gc.remainder(), xc.remainder());
+    let mut gated = [0f32; LANES];
+    match y {
+        Some(y) => {
+            let yc = y.chunks_exact(LANES);
+            let y_tail = yc.remainder();
+            for ((g, x), y) in gc.zip(xc).zip(yc) {
+                for ((d, &g), &y) in gated.iter_mut().zip(g).zip(y) {
+                    *d = masked(g, y);
+                }
+                add(&gated, x, &mut acc_g, &mut acc_gx);
+            }
+            for ((d, &g), &y) in gated.iter_mut().zip(g_tail).zip(y_tail) {
+                *d = masked(g, y);
+            }
+            add(&gated[..g_tail.len()], x_tail, &mut acc_g, &mut acc_gx);
+        }
+        None => {
+            for (g, x) in gc.zip(xc) {
+                add(g, x, &mut acc_g, &mut acc_gx);
+            }
+            add(g_tail, x_tail, &mut acc_g, &mut acc_gx);
+        }
+    }
+    let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
+    (total(acc_g), total(acc_gx))
+}
+
 /// Per channel, `sum(g)` and `sum(g * xhat)` with `g` the (masked) output gradient.
 fn grad_sums(
     x: &[f32],
@@ -136,21 +156,10 @@ fn grad_sums(
             let (mut sg, mut sgx) = (0f64, 0f64);
             let rows = channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch));
             for (img, (g_row, x_row)) in rows.enumerate() {
-                match mask {
-                    Some(y) => {
-                        let y_row = &y[(img * c + ch) * hw..][..hw];
-                        sg += lane_sum2(g_row, y_row, masked);
-                        let gated = g_row.iter().zip(y_row).map(|(&g, &y)| masked(g, y));
-                        sgx += gated
-                            .zip(x_row)
-                            .map(|(g, &x)| (g * (x - m)) as f64)
-                            .sum::<f64>();
-                    }
-                    None => {
-                        sg += lane_sum(g_row, |g| g);
-                        sgx += lane_sum2(g_row, x_row, |g, x| g * (x - m));
-                    }
-                }
+                let y_row = mask.map(|y| &y[(img * c + ch) * hw..][..hw]);
+                let (g, gx) = grad_row_sums(g_row, y_row, x_row, m);
+                sg += g;
+                sgx += gx;
             }
             (sg, sgx * inv_std[ch] as f64)
         })

@@ -63,9 +63,19 @@ fn simd() -> Option<Simd> {
 /// (the GEMM path everywhere). Unset or anything else: the best the CPU has.
 pub const MAX_ISA_VAR: &str = "RESNET_REPRO_MAX_ISA";
 
-/// Whether this path can run `g`: stride 1 with a spatial kernel, on a CPU with the vector units.
+/// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: stride
+/// 1, a spatial kernel, a CPU with the vector units, and a patch of at most 256 channels of 3x3.
+/// Above that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then
+/// amortised, measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    g.stride == 1 && !g.is_pointwise() && simd().is_some()
+    g.stride == 1 && !g.is_pointwise() && g.patch_len() <= 256 * 9 && simd().is_some()
+}
+
+/// Whether the weight gradient of `g` takes this path: as [`applies`], with patches of at most 64
+/// channels of 3x3 and maps of at most 32x32, the CIFAR nets' shapes. On larger maps and channel
+/// counts the GEMM path measured faster (ResNet-50's 64-channel 56x56 and 256-channel 14x14 convs).
+pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
+    applies(g) && g.patch_len() <= 64 * 9 && g.positions() <= 32 * 32
 }
 
 /// Output channels per register tile; channel counts are padded up to a multiple of it.
@@ -176,13 +186,12 @@ pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                     // SAFETY: `simd` was detected on this CPU; the buffers have the lengths the
                     // kernels index (`padded_len` for `q_round`, `co_blocks * MR * q_round`).
                     unsafe { kernels::forward_image(simd, &image, &packed, co_blocks, &mut out) };
-                    for (co, dst) in y_img.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
-                        let src = &out[co * q_round..];
-                        for (oy, dst_row) in dst.chunks_exact_mut(g.out_w).enumerate() {
-                            for (d, &s) in dst_row.iter_mut().zip(&src[oy * grid.wp..]) {
-                                d.write(s);
-                            }
-                        }
+                    let rows = y_img.chunks_exact_mut(g.out_w);
+                    let grid_rows = out
+                        .chunks_exact(q_round)
+                        .flat_map(|plane| plane.chunks(grid.wp).take(g.out_h));
+                    for (dst, src) in rows.zip(grid_rows) {
+                        cpu::write(dst, &src[..g.out_w]);
                     }
                 }
             })
@@ -373,7 +382,7 @@ mod kernels {
     /// `(input channel, tap)` columns per weight-gradient tile.
     pub(super) fn weight_tile_width(simd: Simd) -> usize {
         match simd {
-            Simd::Avx512 => 6,
+            Simd::Avx512 => 4,
             Simd::Avx2 => 3,
         }
     }
@@ -491,45 +500,34 @@ mod kernels {
         }
     }
 
-    /// Weight-gradient tile: `MR` output channels (gradient rows from `grads`) x `NK` columns
-    /// (padded-image offsets), summed over the grid of every image of the batch, added to `sums`
-    /// (rows `k_round` apart).
+    /// Weight-gradient tile over one image: `MR` output channels (gradient rows `q_round` apart
+    /// from `g`) x `NK` columns (rows of the padded image at `xs`), summed over the grid into the
+    /// lane-wise partial sums `acc`.
     #[inline(always)]
     unsafe fn weight_tile<S: Vector, const NK: usize>(
-        batch: &GradBatch,
-        co0: usize,
-        offsets: &[usize],
-        sums: *mut f32,
-        k_round: usize,
+        g: *const f32,
+        xs: [*const f32; NK],
+        q_round: usize,
+        acc: &mut [[S::V; NK]; MR],
     ) {
         unsafe {
-            let mut acc = [[S::zero(); NK]; MR];
-            for i in 0..batch.images {
-                let x = batch.padded.as_ptr().add(i * batch.padded_len);
-                let g = batch
-                    .grads
-                    .as_ptr()
-                    .add(i * batch.grad_len + co0 * batch.q_round);
-                let mut q = 0;
-                while q < batch.q_round {
-                    let mut gv = [S::zero(); MR];
-                    for (m, gv) in gv.iter_mut().enumerate() {
-                        *gv = S::load(g.add(m * batch.q_round + q));
-                    }
-                    for (j, &offset) in offsets.iter().enumerate().take(NK) {
-                        let xv = S::load(x.add(offset + q));
-                        for (acc, &gv) in acc.iter_mut().zip(&gv) {
-                            acc[j] = S::fma(gv, xv, acc[j]);
-                        }
-                    }
-                    q += S::LANES;
+            let mut sums = *acc;
+            let gs: [*const f32; MR] = std::array::from_fn(|m| g.add(m * q_round));
+            let mut q = 0;
+            while q < q_round {
+                let mut gv = [S::zero(); MR];
+                for (gv, g) in gv.iter_mut().zip(&gs) {
+                    *gv = S::load(g.add(q));
                 }
-            }
-            for (m, acc) in acc.iter().enumerate() {
-                for (j, &a) in acc.iter().enumerate() {
-                    *sums.add(m * k_round + j) += S::sum(a);
+                for (j, x) in xs.iter().enumerate() {
+                    let xv = S::load(x.add(q));
+                    for (sums, &gv) in sums.iter_mut().zip(&gv) {
+                        sums[j] = S::fma(gv, xv, sums[j]);
+                    }
                 }
+                q += S::LANES;
             }
+            *acc = sums;
         }
     }
 
@@ -540,25 +538,36 @@ mod kernels {
         sums: &mut [f32],
     ) {
         let k_round = batch.offsets.len();
-        let s = sums.as_mut_ptr();
         for co0 in (0..co_round).step_by(MR) {
             for (kb, offsets) in batch.offsets.chunks_exact(NK).enumerate() {
-                unsafe {
-                    weight_tile::<S, NK>(
-                        batch,
-                        co0,
-                        offsets,
-                        s.add(co0 * k_round + kb * NK),
-                        k_round,
-                    )
-                };
+                let mut acc = [[unsafe { S::zero() }; NK]; MR];
+                for i in 0..batch.images {
+                    // SAFETY (all three): in bounds by `weight_grad`'s contract.
+                    let (x, g) = unsafe {
+                        (
+                            batch.padded.as_ptr().add(i * batch.padded_len),
+                            batch
+                                .grads
+                                .as_ptr()
+                                .add(i * batch.grad_len + co0 * batch.q_round),
+                        )
+                    };
+                    let xs = std::array::from_fn(|j| unsafe { x.add(offsets[j]) });
+                    unsafe { weight_tile::<S, NK>(g, xs, batch.q_round, &mut acc) };
+                }
+                for (m, acc) in acc.iter().enumerate() {
+                    let row = &mut sums[(co0 + m) * k_round + kb * NK..][..NK];
+                    for (s, &a) in row.iter_mut().zip(acc) {
+                        *s += unsafe { S::sum(a) };
+                    }
+                }
             }
         }
     }
 
     #[target_feature(enable = "avx512f")]
     unsafe fn weight_grad_avx512(batch: &GradBatch, co_round: usize, sums: &mut [f32]) {
-        unsafe { weight_grad_with::<Avx512, 6>(batch, co_round, sums) }
+        unsafe { weight_grad_with::<Avx512, 4>(batch, co_round, sums) }
     }
 
     #[target_feature(enable = "avx2,fma")]
