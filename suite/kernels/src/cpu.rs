@@ -47,14 +47,6 @@ pub(crate) fn build(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> V
     v
 }
 
-/// Copies `src` into the equally long, possibly uninitialised `dst`.
-pub(crate) fn write(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    // SAFETY: both slices hold `src.len()` f32-sized elements and cannot overlap (one is borrowed
-    // mutably).
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) };
-}
-
 /// Views initialised values as possibly uninitialised ones, for destinations that are only written.
 pub(crate) fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: MaybeUninit<f32> has f32's layout, and the callers only ever write initialised

@@ -1,21 +1,24 @@
-//! Stride-1 convolutions computed directly from a zero-padded copy of each image, with no column
-//! matrix.
+//! "Same" stride-1 convolutions (a `k x k` kernel, `k` odd, padding `(k - 1) / 2`, so the output
+//! has the input's size) computed directly from the NCHW tensors, with no column matrix, padding
+//! copy or layout change.
 //!
-//! With an image padded to `hp x wp` and stored row-major, the output at `(oy, ox)` sits at grid
-//! index `q = oy * wp + ox` and reads the padded input at `q + ky * wp + kx` for kernel tap
-//! `(ky, kx)`: every tap is a fixed offset, so a run of consecutive outputs reads a run of
-//! consecutive inputs for each (input channel, tap). The `wp - out_w` grid columns after each
-//! output row are computed and dropped.
+//! With an image plane stored row-major, the output at flat position `p = oy * w + ox` reads the
+//! input at `p + (ky - pad) * w + (kx - pad)` for kernel tap `(ky, kx)`: every tap is a fixed
+//! offset, so a vector of consecutive outputs reads a vector of consecutive inputs for each
+//! (input channel, tap). Lanes whose input falls outside the image (the zero padding, including
+//! where a vector wraps from one row to the next) are masked off the load, from a table of masks
+//! per (vector, tap) built once per call.
 //!
-//! - Forward: a tile of (output channels x grid vectors) stays in registers while the kernel
-//!   streams over (input channel, tap); the input gradient is the same pass over `dy` (see
-//!   `transposed_conv`).
-//! - Weight gradient: a tile of (output channels x (input channel, tap)) partial sums, one per
-//!   vector lane, stays in registers while the kernel streams over the grid of a few images.
+//! - Forward: a tile of (output channels x vectors of positions) stays in registers while the
+//!   kernel streams over taps and input channels; the input gradient is the same pass over `dy`
+//!   with the flipped weights (see `transposed_conv`).
+//! - Weight gradient: a tile of (output channels x input channels) for one tap, one partial sum
+//!   per vector lane, stays in registers while the kernel streams over the positions of a few
+//!   images.
 //!
 //! The GEMM path spends most of its time building, packing and copying the column matrix at the
-//! CIFAR nets' channel counts (16 to 64); this path reads each padded image straight from cache.
-//! It needs AVX2 and FMA (or AVX-512), detected at run time.
+//! CIFAR nets' channel counts (16 to 64); this path reads each image straight from cache. It needs
+//! AVX2 and FMA (or AVX-512), detected at run time.
 
 use std::sync::OnceLock;
 
@@ -30,6 +33,20 @@ enum Simd {
     Avx512,
     Avx2,
 }
+
+impl Simd {
+    /// f32 lanes per vector register.
+    fn lanes(self) -> usize {
+        match self {
+            Simd::Avx512 => 16,
+            Simd::Avx2 => 8,
+        }
+    }
+}
+
+/// Caps the direct kernels' instruction set, read once per process: `avx2` (no AVX-512) or `none`
+/// (the GEMM path everywhere). Unset or anything else: the best the CPU has.
+pub const MAX_ISA_VAR: &str = "RESNET_REPRO_MAX_ISA";
 
 /// The widest instruction set both the CPU and `RESNET_REPRO_MAX_ISA` allow.
 fn simd() -> Option<Simd> {
@@ -59,259 +76,220 @@ fn simd() -> Option<Simd> {
     })
 }
 
-/// Caps the direct kernels' instruction set, read once per process: `avx2` (no AVX-512) or `none`
-/// (the GEMM path everywhere). Unset or anything else: the best the CPU has.
-pub const MAX_ISA_VAR: &str = "RESNET_REPRO_MAX_ISA";
+/// A stride-1 conv whose output has its input's size.
+fn is_same(g: &Conv2dGeometry) -> bool {
+    g.stride == 1
+        && g.kernel_h == g.kernel_w
+        && g.kernel_h % 2 == 1
+        && g.kernel_h > 1
+        && g.padding == g.kernel_h / 2
+}
 
-/// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: stride
-/// 1, a spatial kernel, a CPU with the vector units, and a patch of at most 256 channels of 3x3.
-/// Above that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then
-/// amortised, measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
+/// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: a
+/// "same" conv, a CPU with the vector units, and a patch of at most 256 channels of 3x3. Above
+/// that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then amortised,
+/// measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    g.stride == 1 && !g.is_pointwise() && g.patch_len() <= 256 * 9 && simd().is_some()
+    is_same(g) && g.patch_len() <= 256 * 9 && simd().is_some()
 }
 
 /// Whether the weight gradient of `g` takes this path: as [`applies`], with patches of at most 64
-/// channels of 3x3 and maps of at most 32x32, the CIFAR nets' shapes. On larger maps and channel
-/// counts the GEMM path measured faster (ResNet-50's 64-channel 56x56 and 256-channel 14x14 convs).
+/// channels of 3x3, maps of at most 32x32 and whole vectors of positions, the CIFAR nets' shapes.
+/// On larger maps and channel counts the GEMM path measured faster (ResNet-50's 64-channel 56x56
+/// and 256-channel 14x14 convs).
 pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
-    applies(g) && g.patch_len() <= 64 * 9 && g.positions() <= 32 * 32
+    applies(g)
+        && g.patch_len() <= 64 * 9
+        && g.positions() <= 32 * 32
+        && simd().is_some_and(|s| g.positions().is_multiple_of(s.lanes()))
 }
 
-/// Output channels per register tile; channel counts are padded up to a multiple of it.
+/// Output channels per register tile; other channel counts are tiled with unused rows.
 const MR: usize = 4;
-/// Bytes of padded images (and gradients) the weight gradient keeps in flight per task: about half
-/// of a core's L2, so each tile's pass over the grid reads from cache.
-const WEIGHT_GRAD_CHUNK_BYTES: usize = 512 << 10;
+/// Bytes of input and gradient planes the weight gradient walks per run of images: about a core's
+/// L2 on the smaller CPUs, so each tile's pass over the run reads from cache.
+const WEIGHT_GRAD_CHUNK_BYTES: usize = 256 << 10;
 
-/// The padded-grid layout of one convolution's input.
-struct Grid {
-    /// Padded width: the grid's row length.
-    wp: usize,
-    /// Padded image plane, `hp * wp`.
-    plane: usize,
-    /// Grid positions that hold outputs, `out_h * wp` (columns `out_w..wp` of each row are dropped).
-    q: usize,
-    /// Offset into a padded image of each (input channel, tap), in the weight's order.
-    offsets: Vec<usize>,
+/// Where each tap reads and which lanes of each vector it may load, for one image size.
+struct Taps {
+    /// Input offset of each tap `(ky, kx)` relative to the output position, in the weight's order.
+    offsets: Vec<isize>,
+    /// Lane masks per (vector of positions, tap), bit `l` set where lane `l` reads inside the
+    /// image (and, in the last vector, where the position exists).
+    masks: Vec<u32>,
+    /// Vectors of positions per plane.
+    vectors: usize,
+    /// Lanes of the last vector that hold positions (all when the plane is whole vectors).
+    tail_bits: u32,
 }
 
-impl Grid {
-    fn new(g: &Conv2dGeometry) -> Self {
-        let (wp, hp) = (g.width + 2 * g.padding, g.height + 2 * g.padding);
-        let plane = hp * wp;
-        let mut offsets = Vec::with_capacity(g.patch_len());
-        for ci in 0..g.c_in {
-            for ky in 0..g.kernel_h {
-                for kx in 0..g.kernel_w {
-                    offsets.push(ci * plane + ky * wp + kx);
+impl Taps {
+    fn new(g: &Conv2dGeometry, lanes: usize) -> Self {
+        let (h, w, k, pad) = (g.height, g.width, g.kernel_h, g.padding);
+        let plane = h * w;
+        let mut offsets = Vec::with_capacity(k * k);
+        for ky in 0..k {
+            for kx in 0..k {
+                offsets
+                    .push((ky as isize - pad as isize) * w as isize + kx as isize - pad as isize);
+            }
+        }
+        let vectors = plane.div_ceil(lanes);
+        let mut masks = Vec::with_capacity(vectors * k * k);
+        for v in 0..vectors {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let mut bits = 0u32;
+                    for l in 0..lanes {
+                        let p = v * lanes + l;
+                        let (iy, ix) = (
+                            (p / w + ky) as isize - pad as isize,
+                            (p % w + kx) as isize - pad as isize,
+                        );
+                        if p < plane
+                            && (0..h as isize).contains(&iy)
+                            && (0..w as isize).contains(&ix)
+                        {
+                            bits |= 1 << l;
+                        }
+                    }
+                    masks.push(bits);
                 }
             }
         }
+        let tail = plane - (vectors - 1) * lanes;
         Self {
-            wp,
-            plane,
-            q: g.out_h * wp,
             offsets,
+            masks,
+            vectors,
+            tail_bits: if tail == 32 {
+                u32::MAX
+            } else {
+                (1u32 << tail) - 1
+            },
         }
-    }
-
-    /// Length of a padded image whose grid is read up to position `q_end` (exclusive): the planes
-    /// plus enough trailing zeros for the last tile's furthest tap.
-    fn padded_len(&self, g: &Conv2dGeometry, q_end: usize) -> usize {
-        g.c_in * self.plane + (q_end - self.q) + (g.kernel_h - 1) * self.wp + g.kernel_w
-    }
-
-    /// Copies `image` into the interior of `padded`, whose border and tail must already be zero.
-    fn pad(&self, g: &Conv2dGeometry, image: &[f32], padded: &mut [f32]) {
-        let p = g.padding;
-        for (src, dst) in image
-            .chunks_exact(g.height * g.width)
-            .zip(padded.chunks_exact_mut(self.plane))
-        {
-            for (row, dst_row) in src
-                .chunks_exact(g.width)
-                .zip(dst[p * self.wp..].chunks_exact_mut(self.wp))
-            {
-                dst_row[p..p + g.width].copy_from_slice(row);
-            }
-        }
-    }
-}
-
-/// f32 lanes per vector register.
-fn lanes(simd: Simd) -> usize {
-    match simd {
-        Simd::Avx512 => 16,
-        Simd::Avx2 => 8,
     }
 }
 
 /// The forward pass over a batch (NCHW input, OIHW weight), parallel over images.
 pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
-    let grid = Grid::new(g);
-    let lanes = lanes(simd);
-    let q_round = grid.q.div_ceil(lanes) * lanes;
-    let k = g.patch_len();
+    let taps = Taps::new(g, simd.lanes());
+    let t = taps.offsets.len();
     let co_blocks = g.c_out.div_ceil(MR);
-    // Weights as [channel block][k][MR], so a tile's MR weights for one (channel, tap) are adjacent.
-    let mut packed = vec![0.0f32; co_blocks * k * MR];
-    for (co, row) in w.chunks_exact(k).enumerate() {
+    // Weights as [channel block][input channel][tap][MR]: the inner loops walk them in order.
+    let mut packed = vec![0.0f32; co_blocks * t * g.c_in * MR];
+    for (co, filter) in w.chunks_exact(g.patch_len()).enumerate() {
         let (block, m) = (co / MR, co % MR);
-        for (kk, &value) in row.iter().enumerate() {
-            packed[(block * k + kk) * MR + m] = value;
+        for (ci, channel) in filter.chunks_exact(t).enumerate() {
+            for (tap, &value) in channel.iter().enumerate() {
+                packed[((block * g.c_in + ci) * t + tap) * MR + m] = value;
+            }
         }
     }
     let threads = rayon::current_num_threads();
     let per_task = g.images_per_task(threads);
     let (image_len, output_len) = (g.image_len(), g.output_len());
+    let layout = Layout {
+        c_in: g.c_in,
+        c_out: g.c_out,
+        plane: g.height * g.width,
+    };
     cpu::build(g.batch * output_len, |y| {
         y.par_chunks_mut(per_task * output_len)
             .zip(x.par_chunks(per_task * image_len))
             .for_each(|(ys, xs)| {
-                let mut padded = vec![0.0f32; grid.padded_len(g, q_round)];
-                let mut out = vec![0.0f32; co_blocks * MR * q_round];
                 for (y_img, x_img) in ys
                     .chunks_exact_mut(output_len)
                     .zip(xs.chunks_exact(image_len))
                 {
-                    grid.pad(g, x_img, &mut padded);
-                    let image = Image {
-                        padded: &padded,
-                        offsets: &grid.offsets,
-                        q: grid.q,
-                        q_round,
-                    };
-                    // SAFETY: `simd` was detected on this CPU; the buffers have the lengths the
-                    // kernels index (`padded_len` for `q_round`, `co_blocks * MR * q_round`).
-                    unsafe { kernels::forward_image(simd, &image, &packed, co_blocks, &mut out) };
-                    let rows = y_img.chunks_exact_mut(g.out_w);
-                    let grid_rows = out
-                        .chunks_exact(q_round)
-                        .flat_map(|plane| plane.chunks(grid.wp).take(g.out_h));
-                    for (dst, src) in rows.zip(grid_rows) {
-                        cpu::write(dst, &src[..g.out_w]);
-                    }
+                    // SAFETY: `simd` was detected on this CPU; `x_img` and `y_img` hold `c_in` and
+                    // `c_out` planes, `packed` is laid out as above, and the kernels only load
+                    // lanes whose mask bit marks a position inside the image.
+                    unsafe { kernels::forward_image(simd, &layout, &taps, x_img, &packed, y_img) };
                 }
             })
     })
 }
 
-/// The weight gradient `dW[co, (ci, tap)] = sum over images and positions of dy * x`, parallel
-/// over runs of images with one partial sum per run.
+/// The weight gradient `dW[co, ci, tap] = sum over images and positions of dy * x`, parallel over
+/// runs of images with one partial sum per run.
 pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
-    let grid = Grid::new(g);
-    let lanes = lanes(simd);
+    let taps = Taps::new(g, simd.lanes());
+    let t = taps.offsets.len();
     let nk = kernels::weight_tile_width(simd);
-    let q_round = grid.q.div_ceil(lanes) * lanes;
-    let k = g.patch_len();
-    let (co_round, k_round) = (g.c_out.div_ceil(MR) * MR, k.div_ceil(nk) * nk);
-    // Offsets padded with a harmless in-bounds 0 for the columns past `k`, whose sums are dropped.
-    let mut offsets = grid.offsets.clone();
-    offsets.resize(k_round, 0);
-    let padded_len = grid.padded_len(g, q_round);
-    let grad_len = co_round * q_round;
-    let chunk = (WEIGHT_GRAD_CHUNK_BYTES / (4 * (padded_len + grad_len))).max(1);
+    let (co_round, ci_round) = (g.c_out.div_ceil(MR) * MR, g.c_in.div_ceil(nk) * nk);
+    let layout = Layout {
+        c_in: g.c_in,
+        c_out: g.c_out,
+        plane: g.height * g.width,
+    };
+    let (image_len, output_len) = (g.image_len(), g.output_len());
+    let chunk = (WEIGHT_GRAD_CHUNK_BYTES / (4 * (image_len + output_len))).max(1);
     let threads = rayon::current_num_threads();
     let per_task = g.images_per_task(threads);
-    let (image_len, output_len, out_plane) = (g.image_len(), g.output_len(), g.out_h * g.out_w);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per_task * image_len)
         .zip(dy.par_chunks(per_task * output_len))
         .map(|(xs, dys)| {
-            let images = xs.len() / image_len;
-            let span = chunk.min(images);
-            let mut padded = vec![0.0f32; span * padded_len];
-            // Gradient grids: zero in the dropped columns, the tail and the padding channels, so
-            // those positions add nothing.
-            let mut grads = vec![0.0f32; span * grad_len];
-            let mut sums = vec![0.0f32; co_round * k_round];
-            let mut first = 0;
-            while first < images {
-                let n = span.min(images - first);
-                for i in 0..n {
-                    let image = &xs[(first + i) * image_len..][..image_len];
-                    grid.pad(g, image, &mut padded[i * padded_len..][..padded_len]);
-                    let dy_img = &dys[(first + i) * output_len..][..output_len];
-                    let dst = &mut grads[i * grad_len..][..grad_len];
-                    for (src, dst) in dy_img
-                        .chunks_exact(out_plane)
-                        .zip(dst.chunks_exact_mut(q_round))
-                    {
-                        for (row, dst_row) in src.chunks_exact(g.out_w).zip(dst.chunks_mut(grid.wp))
-                        {
-                            dst_row[..g.out_w].copy_from_slice(row);
-                        }
-                    }
-                }
-                let batch = GradBatch {
-                    padded: &padded,
-                    padded_len,
-                    grads: &grads,
-                    grad_len,
-                    images: n,
-                    q_round,
-                    offsets: &offsets,
-                };
-                // SAFETY: `simd` was detected on this CPU; every buffer holds `images` entries of
-                // the lengths given, padded to the tile sizes the kernels step by.
-                unsafe { kernels::weight_grad(simd, &batch, co_round, &mut sums) };
-                first += n;
+            // Sums as [co_round][tap][ci_round].
+            let mut sums = vec![0.0f32; co_round * t * ci_round];
+            for (xs, dys) in xs
+                .chunks(chunk * image_len)
+                .zip(dys.chunks(chunk * output_len))
+            {
+                // SAFETY: `simd` was detected on this CPU; `xs` and `dys` hold whole images of
+                // `c_in` and `c_out` planes of whole vectors (see `applies_to_weight_grad`),
+                // `sums` is laid out as above, and only masked-in lanes are loaded.
+                unsafe { kernels::weight_grad(simd, &layout, &taps, xs, dys, &mut sums) };
             }
             sums
         })
         .collect();
+    let k = g.patch_len();
     let mut dw = vec![0.0f32; g.c_out * k];
     for sums in partials {
-        for (co, dst) in dw.chunks_exact_mut(k).enumerate() {
-            for (d, s) in dst.iter_mut().zip(&sums[co * k_round..]) {
-                *d += s;
+        for (co, filter) in dw.chunks_exact_mut(k).enumerate() {
+            for (ci, channel) in filter.chunks_exact_mut(t).enumerate() {
+                for (tap, d) in channel.iter_mut().enumerate() {
+                    *d += sums[(co * t + tap) * ci_round + ci];
+                }
             }
         }
     }
     dw
 }
 
-/// One padded image for the forward kernel.
-struct Image<'a> {
-    padded: &'a [f32],
-    offsets: &'a [usize],
-    /// Grid positions holding outputs.
-    q: usize,
-    /// `q` rounded up to whole vectors: the row length of the output tile buffer.
-    q_round: usize,
-}
-
-/// A run of padded images and their gradient grids for the weight-gradient kernel.
-struct GradBatch<'a> {
-    padded: &'a [f32],
-    padded_len: usize,
-    grads: &'a [f32],
-    grad_len: usize,
-    images: usize,
-    q_round: usize,
-    offsets: &'a [usize],
+/// Channel counts and plane size of one convolution's images.
+struct Layout {
+    c_in: usize,
+    c_out: usize,
+    plane: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod kernels {
     use std::arch::x86_64::*;
 
-    use super::{GradBatch, Image, MR, Simd};
+    use super::{Layout, MR, Simd, Taps};
 
     /// The few vector operations the kernels use, for one instruction set.
     trait Vector {
         type V: Copy;
+        type Mask: Copy;
         const LANES: usize;
         unsafe fn zero() -> Self::V;
         unsafe fn load(p: *const f32) -> Self::V;
+        /// Loads the lanes set in `mask` (others read as 0 and are never accessed).
+        unsafe fn load_masked(p: *const f32, mask: Self::Mask) -> Self::V;
         unsafe fn splat(value: f32) -> Self::V;
         /// `a * b + c`
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
         unsafe fn store(p: *mut f32, v: Self::V);
+        unsafe fn store_masked(p: *mut f32, v: Self::V, mask: Self::Mask);
         unsafe fn sum(v: Self::V) -> f32;
+        unsafe fn mask(bits: u32) -> Self::Mask;
     }
 
     struct Avx512;
@@ -319,6 +297,7 @@ mod kernels {
 
     impl Vector for Avx512 {
         type V = __m512;
+        type Mask = __mmask16;
         const LANES: usize = 16;
         #[inline(always)]
         unsafe fn zero() -> __m512 {
@@ -327,6 +306,10 @@ mod kernels {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m512 {
             unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, mask: __mmask16) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(mask, p) }
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> __m512 {
@@ -341,13 +324,22 @@ mod kernels {
             unsafe { _mm512_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, v: __m512, mask: __mmask16) {
+            unsafe { _mm512_mask_storeu_ps(p, mask, v) }
+        }
+        #[inline(always)]
         unsafe fn sum(v: __m512) -> f32 {
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn mask(bits: u32) -> __mmask16 {
+            bits as __mmask16
         }
     }
 
     impl Vector for Avx2 {
         type V = __m256;
+        type Mask = __m256i;
         const LANES: usize = 8;
         #[inline(always)]
         unsafe fn zero() -> __m256 {
@@ -356,6 +348,10 @@ mod kernels {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
             unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, mask: __m256i) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, mask) }
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> __m256 {
@@ -370,6 +366,10 @@ mod kernels {
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, v: __m256, mask: __m256i) {
+            unsafe { _mm256_maskstore_ps(p, mask, v) }
+        }
+        #[inline(always)]
         unsafe fn sum(v: __m256) -> f32 {
             unsafe {
                 let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -377,44 +377,92 @@ mod kernels {
                 _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
             }
         }
-    }
-
-    /// `(input channel, tap)` columns per weight-gradient tile.
-    pub(super) fn weight_tile_width(simd: Simd) -> usize {
-        match simd {
-            Simd::Avx512 => 4,
-            Simd::Avx2 => 3,
+        #[inline(always)]
+        unsafe fn mask(bits: u32) -> __m256i {
+            let lane = |l: u32| -(((bits >> l) & 1) as i32);
+            unsafe {
+                _mm256_setr_epi32(
+                    lane(0),
+                    lane(1),
+                    lane(2),
+                    lane(3),
+                    lane(4),
+                    lane(5),
+                    lane(6),
+                    lane(7),
+                )
+            }
         }
     }
 
-    /// Forward tile: `MR` output channels x `NV` grid vectors starting at `x`, summed over every
-    /// (channel, tap); `w` holds the tile's weights as [k][MR]. Rows of `out` are `stride` apart.
+    /// Input channels per weight-gradient tile (AVX2 has half the registers).
+    pub(super) fn weight_tile_width(simd: Simd) -> usize {
+        match simd {
+            Simd::Avx512 => 4,
+            Simd::Avx2 => 2,
+        }
+    }
+
+    /// The mask table in the instruction set's own form.
     #[inline(always)]
+    unsafe fn masks<S: Vector>(taps: &Taps) -> Vec<S::Mask> {
+        taps.masks
+            .iter()
+            .map(|&bits| unsafe { S::mask(bits) })
+            .collect()
+    }
+
+    /// One forward tile: output channels `co0..co0 + rows` (of a block of `MR`) at the `NV` vectors
+    /// of positions from vector `v0`. `w` holds the block's weights as [c_in][tap][MR].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn forward_tile<S: Vector, const NV: usize>(
+        layout: &Layout,
+        taps: &Taps,
+        masks: &[S::Mask],
         x: *const f32,
-        offsets: &[usize],
         w: *const f32,
-        out: *mut f32,
-        stride: usize,
+        y: *mut f32,
+        v0: usize,
+        rows: usize,
     ) {
+        let t = taps.offsets.len();
+        let p0 = v0 * S::LANES;
         unsafe {
             let mut acc = [[S::zero(); NV]; MR];
-            for (kk, &offset) in offsets.iter().enumerate() {
-                let src = x.add(offset);
-                let mut xv = [S::zero(); NV];
-                for (v, xv) in xv.iter_mut().enumerate() {
-                    *xv = S::load(src.add(v * S::LANES));
-                }
-                for (m, acc) in acc.iter_mut().enumerate() {
-                    let wv = S::splat(*w.add(kk * MR + m));
-                    for (a, &xv) in acc.iter_mut().zip(&xv) {
-                        *a = S::fma(wv, xv, *a);
+            // Channel-outer, tap-inner: a CIFAR plane is 4 KiB, so walking the channels at one
+            // offset would map every load to the same L1 sets.
+            let masks = masks.as_ptr().add(v0 * t);
+            for ci in 0..layout.c_in {
+                let plane = x.wrapping_add(ci * layout.plane + p0);
+                for (tap, &offset) in taps.offsets.iter().enumerate() {
+                    // Masked-off lanes may point outside the image: the address is formed with
+                    // wrapping arithmetic and never dereferenced for them.
+                    let src = plane.wrapping_offset(offset);
+                    let mut xv = [S::zero(); NV];
+                    for (v, xv) in xv.iter_mut().enumerate() {
+                        let mask = *masks.add(v * t + tap);
+                        *xv = S::load_masked(src.wrapping_add(v * S::LANES), mask);
+                    }
+                    let w = w.add((ci * t + tap) * MR);
+                    for (m, acc) in acc.iter_mut().enumerate() {
+                        let wv = S::splat(*w.add(m));
+                        for (a, &xv) in acc.iter_mut().zip(&xv) {
+                            *a = S::fma(wv, xv, *a);
+                        }
                     }
                 }
             }
-            for (m, acc) in acc.iter().enumerate() {
+            let last = v0 + NV == taps.vectors;
+            let tail = S::mask(taps.tail_bits);
+            for (m, acc) in acc.iter().enumerate().take(rows) {
+                let dst = y.add(m * layout.plane + p0);
                 for (v, &a) in acc.iter().enumerate() {
-                    S::store(out.add(m * stride + v * S::LANES), a);
+                    if last && v == NV - 1 {
+                        S::store_masked(dst.add(v * S::LANES), a, tail);
+                    } else {
+                        S::store(dst.add(v * S::LANES), a);
+                    }
                 }
             }
         }
@@ -422,39 +470,33 @@ mod kernels {
 
     #[inline(always)]
     unsafe fn forward_image_with<S: Vector, const NV: usize>(
-        image: &Image,
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
         packed: &[f32],
-        co_blocks: usize,
-        out: &mut [f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        let k = image.offsets.len();
-        let tile = NV * S::LANES;
-        let full = image.q / tile;
-        let tail = (image.q - full * tile).div_ceil(S::LANES);
-        let (x, w, o) = (image.padded.as_ptr(), packed.as_ptr(), out.as_mut_ptr());
-        let stride = image.q_round;
-        unsafe {
-            for qb in 0..full {
-                for cb in 0..co_blocks {
-                    forward_tile::<S, NV>(
-                        x.add(qb * tile),
-                        image.offsets,
-                        w.add(cb * k * MR),
-                        o.add(cb * MR * stride + qb * tile),
-                        stride,
-                    );
+        let masks = unsafe { masks::<S>(taps) };
+        let block = taps.offsets.len() * layout.c_in * MR;
+        let (x, y) = (x.as_ptr(), y.as_mut_ptr().cast::<f32>());
+        let full = taps.vectors / NV;
+        let tail = taps.vectors - full * NV;
+        for (cb, w) in packed.chunks_exact(block).enumerate() {
+            let co0 = cb * MR;
+            let rows = MR.min(layout.c_out - co0);
+            let (w, y) = (w.as_ptr(), unsafe { y.add(co0 * layout.plane) });
+            unsafe {
+                for vb in 0..full {
+                    forward_tile::<S, NV>(layout, taps, &masks, x, w, y, vb * NV, rows);
                 }
-            }
-            let q0 = full * tile;
-            for cb in 0..co_blocks {
-                let (x, w, o) = (x.add(q0), w.add(cb * k * MR), o.add(cb * MR * stride + q0));
+                let v0 = full * NV;
                 match tail {
                     0 => {}
-                    1 => forward_tile::<S, 1>(x, image.offsets, w, o, stride),
-                    2 => forward_tile::<S, 2>(x, image.offsets, w, o, stride),
-                    3 => forward_tile::<S, 3>(x, image.offsets, w, o, stride),
-                    4 => forward_tile::<S, 4>(x, image.offsets, w, o, stride),
-                    5 => forward_tile::<S, 5>(x, image.offsets, w, o, stride),
+                    1 => forward_tile::<S, 1>(layout, taps, &masks, x, w, y, v0, rows),
+                    2 => forward_tile::<S, 2>(layout, taps, &masks, x, w, y, v0, rows),
+                    3 => forward_tile::<S, 3>(layout, taps, &masks, x, w, y, v0, rows),
+                    4 => forward_tile::<S, 4>(layout, taps, &masks, x, w, y, v0, rows),
+                    5 => forward_tile::<S, 5>(layout, taps, &masks, x, w, y, v0, rows),
                     _ => unreachable!("tail of {tail} vectors in a tile of {NV}"),
                 }
             }
@@ -463,137 +505,192 @@ mod kernels {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn forward_image_avx512(
-        image: &Image,
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
         packed: &[f32],
-        co_blocks: usize,
-        out: &mut [f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        unsafe { forward_image_with::<Avx512, 6>(image, packed, co_blocks, out) }
+        unsafe { forward_image_with::<Avx512, 6>(layout, taps, x, packed, y) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_image_avx2(image: &Image, packed: &[f32], co_blocks: usize, out: &mut [f32]) {
-        unsafe { forward_image_with::<Avx2, 3>(image, packed, co_blocks, out) }
+    unsafe fn forward_image_avx2(
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
+        packed: &[f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        unsafe { forward_image_with::<Avx2, 2>(layout, taps, x, packed, y) }
     }
 
-    /// Writes the forward tiles of one padded image into `out` (`co_blocks * MR` rows of
-    /// `image.q_round`).
+    /// Writes the forward pass of one image (`c_in` planes in `x`) into `y` (`c_out` planes).
     ///
     /// # Safety
-    /// `simd` must be supported by this CPU; `image.padded` must hold `Grid::padded_len` for
-    /// `image.q_round`, `packed` `co_blocks * k * MR` values and `out` `co_blocks * MR * q_round`.
+    /// `simd` must be supported by this CPU; `x` and `y` must hold `c_in` and `c_out` planes,
+    /// `packed` the weights of every block of `MR` output channels as [c_in][tap][MR].
     pub(super) unsafe fn forward_image(
         simd: Simd,
-        image: &Image,
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
         packed: &[f32],
-        co_blocks: usize,
-        out: &mut [f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        let k = image.offsets.len();
-        debug_assert!(packed.len() >= co_blocks * k * MR);
-        debug_assert!(out.len() >= co_blocks * MR * image.q_round);
+        assert_eq!(x.len(), layout.c_in * layout.plane);
+        assert_eq!(y.len(), layout.c_out * layout.plane);
+        assert_eq!(
+            packed.len(),
+            layout.c_out.div_ceil(MR) * MR * layout.c_in * taps.offsets.len()
+        );
         unsafe {
             match simd {
-                Simd::Avx512 => forward_image_avx512(image, packed, co_blocks, out),
-                Simd::Avx2 => forward_image_avx2(image, packed, co_blocks, out),
+                Simd::Avx512 => forward_image_avx512(layout, taps, x, packed, y),
+                Simd::Avx2 => forward_image_avx2(layout, taps, x, packed, y),
             }
         }
     }
 
-    /// Weight-gradient tile over one image: `MR` output channels (gradient rows `q_round` apart
-    /// from `g`) x `NK` columns (rows of the padded image at `xs`), summed over the grid into the
-    /// lane-wise partial sums `acc`.
+    /// One weight-gradient tile: gradient planes `co0..co0 + MR` x input planes `ci0..ci0 + NK`
+    /// at one tap, summed over every position of every image and added to `sums` (rows
+    /// `row_stride` apart). Rows past the channel counts repeat a real plane; the caller drops
+    /// their sums.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn weight_tile<S: Vector, const NK: usize>(
-        g: *const f32,
-        xs: [*const f32; NK],
-        q_round: usize,
-        acc: &mut [[S::V; NK]; MR],
+        layout: &Layout,
+        (x, dy, images): (*const f32, *const f32, usize),
+        masks: &[S::Mask],
+        (tap, offset): (usize, isize),
+        (co0, ci0): (usize, usize),
+        sums: *mut f32,
+        row_stride: usize,
     ) {
+        let t = masks.len() / (layout.plane / S::LANES);
+        let plane = layout.plane;
+        let (image_len, output_len) = (layout.c_in * plane, layout.c_out * plane);
+        let mut co = [0usize; MR];
+        for (m, co) in co.iter_mut().enumerate() {
+            *co = (co0 + m).min(layout.c_out - 1) * plane;
+        }
+        let mut ci = [0isize; NK];
+        for (j, ci) in ci.iter_mut().enumerate() {
+            *ci = ((ci0 + j).min(layout.c_in - 1) * plane) as isize + offset;
+        }
+        let masks = masks.as_ptr();
         unsafe {
-            let mut sums = *acc;
-            let gs: [*const f32; MR] = std::array::from_fn(|m| g.add(m * q_round));
-            let mut q = 0;
-            while q < q_round {
-                let mut gv = [S::zero(); MR];
-                for (gv, g) in gv.iter_mut().zip(&gs) {
-                    *gv = S::load(g.add(q));
-                }
-                for (j, x) in xs.iter().enumerate() {
-                    let xv = S::load(x.add(q));
-                    for (sums, &gv) in sums.iter_mut().zip(&gv) {
-                        sums[j] = S::fma(gv, xv, sums[j]);
+            let mut acc = [[S::zero(); NK]; MR];
+            for i in 0..images {
+                let (g, xi) = (dy.add(i * output_len), x.add(i * image_len));
+                let mut v = 0;
+                while v < plane / S::LANES {
+                    let mask = *masks.add(v * t + tap);
+                    let q = v * S::LANES;
+                    let mut gv = [S::zero(); MR];
+                    for (gv, &co) in gv.iter_mut().zip(&co) {
+                        *gv = S::load(g.add(co + q));
                     }
+                    for (j, &ci) in ci.iter().enumerate() {
+                        // Masked-off lanes may point outside the image: never dereferenced.
+                        let xv = S::load_masked(xi.wrapping_offset(ci).wrapping_add(q), mask);
+                        for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                            acc[j] = S::fma(gv, xv, acc[j]);
+                        }
+                    }
+                    v += 1;
                 }
-                q += S::LANES;
             }
-            *acc = sums;
+            for (m, acc) in acc.iter().enumerate() {
+                for (j, &a) in acc.iter().enumerate() {
+                    *sums.add(m * row_stride + j) += S::sum(a);
+                }
+            }
         }
     }
 
     #[inline(always)]
     unsafe fn weight_grad_with<S: Vector, const NK: usize>(
-        batch: &GradBatch,
-        co_round: usize,
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
+        dy: &[f32],
         sums: &mut [f32],
     ) {
-        let k_round = batch.offsets.len();
-        for co0 in (0..co_round).step_by(MR) {
-            for (kb, offsets) in batch.offsets.chunks_exact(NK).enumerate() {
-                let mut acc = [[unsafe { S::zero() }; NK]; MR];
-                for i in 0..batch.images {
-                    // SAFETY (all three): in bounds by `weight_grad`'s contract.
-                    let (x, g) = unsafe {
-                        (
-                            batch.padded.as_ptr().add(i * batch.padded_len),
-                            batch
-                                .grads
-                                .as_ptr()
-                                .add(i * batch.grad_len + co0 * batch.q_round),
+        let masks = unsafe { masks::<S>(taps) };
+        let t = taps.offsets.len();
+        let images = x.len() / (layout.c_in * layout.plane);
+        let ci_round = layout.c_in.div_ceil(NK) * NK;
+        let data = (x.as_ptr(), dy.as_ptr(), images);
+        let s = sums.as_mut_ptr();
+        for co0 in (0..layout.c_out).step_by(MR) {
+            for (tap, &offset) in taps.offsets.iter().enumerate() {
+                for ci0 in (0..layout.c_in).step_by(NK) {
+                    let at = (co0 * t + tap) * ci_round + ci0;
+                    unsafe {
+                        weight_tile::<S, NK>(
+                            layout,
+                            data,
+                            &masks,
+                            (tap, offset),
+                            (co0, ci0),
+                            s.add(at),
+                            t * ci_round,
                         )
                     };
-                    let xs = std::array::from_fn(|j| unsafe { x.add(offsets[j]) });
-                    unsafe { weight_tile::<S, NK>(g, xs, batch.q_round, &mut acc) };
-                }
-                for (m, acc) in acc.iter().enumerate() {
-                    let row = &mut sums[(co0 + m) * k_round + kb * NK..][..NK];
-                    for (s, &a) in row.iter_mut().zip(acc) {
-                        *s += unsafe { S::sum(a) };
-                    }
                 }
             }
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn weight_grad_avx512(batch: &GradBatch, co_round: usize, sums: &mut [f32]) {
-        unsafe { weight_grad_with::<Avx512, 4>(batch, co_round, sums) }
+    unsafe fn weight_grad_avx512(
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
+        dy: &[f32],
+        sums: &mut [f32],
+    ) {
+        unsafe { weight_grad_with::<Avx512, 4>(layout, taps, x, dy, sums) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn weight_grad_avx2(batch: &GradBatch, co_round: usize, sums: &mut [f32]) {
-        unsafe { weight_grad_with::<Avx2, 3>(batch, co_round, sums) }
-    }
-
-    /// Adds the weight gradient of `batch` to `sums` (`co_round` rows of `batch.offsets.len()`).
-    ///
-    /// # Safety
-    /// `simd` must be supported by this CPU; `batch.offsets.len()` must be a multiple of
-    /// [`weight_tile_width`] and `co_round` of `MR`; each image's padded input must hold
-    /// `Grid::padded_len` for `q_round` values and its gradient grid `co_round * q_round`.
-    pub(super) unsafe fn weight_grad(
-        simd: Simd,
-        batch: &GradBatch,
-        co_round: usize,
+    unsafe fn weight_grad_avx2(
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
+        dy: &[f32],
         sums: &mut [f32],
     ) {
-        debug_assert_eq!(batch.offsets.len() % weight_tile_width(simd), 0);
-        debug_assert!(sums.len() >= co_round * batch.offsets.len());
-        debug_assert!(batch.grad_len >= co_round * batch.q_round);
+        unsafe { weight_grad_with::<Avx2, 2>(layout, taps, x, dy, sums) }
+    }
+
+    /// Adds the weight gradient of the images in `x` and `dy` to `sums`
+    /// ([co rounded up to `MR`][tap][ci rounded up to `weight_tile_width`]).
+    ///
+    /// # Safety
+    /// `simd` must be supported by this CPU; `x` and `dy` must hold the same number of whole
+    /// images, with planes of whole vectors.
+    pub(super) unsafe fn weight_grad(
+        simd: Simd,
+        layout: &Layout,
+        taps: &Taps,
+        x: &[f32],
+        dy: &[f32],
+        sums: &mut [f32],
+    ) {
+        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        let nk = weight_tile_width(simd);
+        assert!(layout.plane.is_multiple_of(simd.lanes()) && x.len().is_multiple_of(image_len));
+        assert_eq!(x.len() / image_len * output_len, dy.len());
+        assert_eq!(
+            sums.len(),
+            layout.c_out.div_ceil(MR) * MR * taps.offsets.len() * layout.c_in.div_ceil(nk) * nk
+        );
         unsafe {
             match simd {
-                Simd::Avx512 => weight_grad_avx512(batch, co_round, sums),
-                Simd::Avx2 => weight_grad_avx2(batch, co_round, sums),
+                Simd::Avx512 => weight_grad_avx512(layout, taps, x, dy, sums),
+                Simd::Avx2 => weight_grad_avx2(layout, taps, x, dy, sums),
             }
         }
     }
@@ -601,17 +698,31 @@ mod kernels {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod kernels {
-    use super::{GradBatch, Image, Simd};
+    use super::{Layout, Simd, Taps};
 
     pub(super) fn weight_tile_width(_: Simd) -> usize {
         unreachable!("no vector kernels on this architecture")
     }
 
-    pub(super) unsafe fn forward_image(_: Simd, _: &Image, _: &[f32], _: usize, _: &mut [f32]) {
+    pub(super) unsafe fn forward_image(
+        _: Simd,
+        _: &Layout,
+        _: &Taps,
+        _: &[f32],
+        _: &[f32],
+        _: &mut [std::mem::MaybeUninit<f32>],
+    ) {
         unreachable!("no vector kernels on this architecture")
     }
 
-    pub(super) unsafe fn weight_grad(_: Simd, _: &GradBatch, _: usize, _: &mut [f32]) {
+    pub(super) unsafe fn weight_grad(
+        _: Simd,
+        _: &Layout,
+        _: &Taps,
+        _: &[f32],
+        _: &[f32],
+        _: &mut [f32],
+    ) {
         unreachable!("no vector kernels on this architecture")
     }
 }
