@@ -106,9 +106,10 @@ pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
 
 /// Output channels per register tile; other channel counts are tiled with unused rows.
 const MR: usize = 4;
-/// Bytes of input and gradient planes the weight gradient walks per run of images: about a core's
-/// L2 on the smaller CPUs, so each tile's pass over the run reads from cache.
-const WEIGHT_GRAD_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes of one weight-gradient tile's planes (`MR` gradient and a few input planes per image) per
+/// run of images: within a core's L1 (32 KiB on the smaller CPUs), so the tile's nine passes, one
+/// per tap, read the same planes from L1 instead of streaming them from L2 nine times.
+const WEIGHT_GRAD_L1_BYTES: usize = 32 << 10;
 
 /// Where each tap reads and which lanes of each vector it may load, for one image size.
 struct Taps {
@@ -226,7 +227,7 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
         plane: g.height * g.width,
     };
     let (image_len, output_len) = (g.image_len(), g.output_len());
-    let chunk = (WEIGHT_GRAD_CHUNK_BYTES / (4 * (image_len + output_len))).max(1);
+    let chunk = (WEIGHT_GRAD_L1_BYTES / (4 * (MR + nk) * layout.plane)).max(1);
     let threads = rayon::current_num_threads();
     let per_task = g.images_per_task(threads);
     let partials: Vec<Vec<f32>> = x
@@ -623,9 +624,11 @@ mod kernels {
         let ci_round = layout.c_in.div_ceil(NK) * NK;
         let data = (x.as_ptr(), dy.as_ptr(), images);
         let s = sums.as_mut_ptr();
+        // Taps innermost: the tile's planes stay in L1 across the nine passes (see
+        // `WEIGHT_GRAD_L1_BYTES`).
         for co0 in (0..layout.c_out).step_by(MR) {
-            for (tap, &offset) in taps.offsets.iter().enumerate() {
-                for ci0 in (0..layout.c_in).step_by(NK) {
+            for ci0 in (0..layout.c_in).step_by(NK) {
+                for (tap, &offset) in taps.offsets.iter().enumerate() {
                     let at = (co0 * t + tap) * ci_round + ci0;
                     unsafe {
                         weight_tile::<S, NK>(
