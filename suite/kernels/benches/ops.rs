@@ -1,5 +1,6 @@
 //! The fast kernels at the nets' real shapes: CIFAR (batch 128; 16, 32, 64 channels at 32, 16, 8 px)
-//! and ResNet-50 on ImageNet (batch 16), with candle's stock ops beside them at one CIFAR shape.
+//! and ResNet-50 on ImageNet (batch 16), with the GEMM conv path beside the direct one at the CIFAR
+//! shapes and candle's stock ops at one.
 //!
 //! `cargo bench -p kernels --bench ops`; `suite bench op` prints the same passes with GFLOP/s.
 
@@ -43,6 +44,15 @@ fn conv(c: &mut Criterion) {
                 y.backward().unwrap()
             })
         });
+        if name.starts_with("cifar") && s == 1 {
+            // The GEMM path at the shapes the direct path takes by default, for comparison.
+            group.bench_function(BenchmarkId::new("gemm forward+backward", name), |b| {
+                b.iter(|| {
+                    let y = kernels::conv2d_with(&x, &w, k / 2, s, kernels::ConvAlgorithm::Gemm);
+                    y.unwrap().backward().unwrap()
+                })
+            });
+        }
         if name == "cifar-16x32" {
             group.bench_function(BenchmarkId::new("stock forward+backward", name), |b| {
                 b.iter(|| x.conv2d(&w, k / 2, s, 1, 1).unwrap().backward().unwrap())

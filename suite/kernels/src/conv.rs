@@ -1,7 +1,8 @@
-//! 2-D convolution (NCHW input, OIHW weight, square stride and zero padding, no bias) as per-image
+//! 2-D convolution (NCHW input, OIHW weight, square stride and zero padding, no bias): "same"
+//! stride-1 convs directly from the planes with vector kernels ([`direct`]), the rest as per-image
 //! GEMMs over an im2col buffer.
 //!
-//! For image `n`, with `K = c_in * kh * kw` and `P = oh * ow`:
+//! For the GEMM path, image `n`, with `K = c_in * kh * kw` and `P = oh * ow`:
 //! - forward: `y[n] (c_out x P) = W (c_out x K) * cols(x[n]) (K x P)`;
 //! - weight gradient: `dW += dy[n] (c_out x P) * cols(x[n])^T (P x K)`;
 //! - input gradient: `dx[n] = col2im(W^T (K x c_out) * dy[n])`.
@@ -10,9 +11,10 @@
 //! space and transposed in channels, padded by `k - 1 - p`: it runs as a forward pass, which avoids
 //! col2im's scattered additions.
 //!
-//! Stride-1 convs with a spatial kernel (all of a CIFAR net's 3x3 convs but the two that halve the
-//! map) take the direct path of [`direct`] instead, on CPUs with AVX2 or AVX-512: no column matrix
-//! is built. [`ConvAlgorithm`] picks a path explicitly, for checks and benchmarks.
+//! "Same" stride-1 convs (all of a CIFAR net's 3x3 convs but the two that halve the map, and
+//! ResNet-50's 3x3 convs up to 256 channels) take the direct path instead on CPUs with AVX2 or
+//! AVX-512, where it measured faster: no column matrix is built. [`ConvAlgorithm`] picks a path
+//! explicitly, for checks and benchmarks; `RESNET_REPRO_MAX_ISA` caps the vector width.
 //!
 //! Work is split over the batch (each task owns a run of images and its own im2col buffer, so
 //! buffers stay in cache and writes never overlap); a 1x1 stride-1 conv uses the image itself as

@@ -1,9 +1,9 @@
 //! Fast CPU training kernels for candle, each a custom op with its own backward pass:
 //!
 //! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) parallel over the
-//!   batch; stride-1 convs computed directly from a padded copy of each image with AVX2/AVX-512
-//!   kernels, others as per-image GEMMs over an im2col buffer; the input gradient is skipped where
-//!   nothing upstream needs it.
+//!   batch; "same" stride-1 convs computed directly from the NCHW planes with AVX2/AVX-512 register
+//!   tiles and masked loads (no im2col, no padding copy), others as per-image GEMMs over an im2col
+//!   buffer; the input gradient is skipped where nothing upstream needs it.
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
 //!   it, with the batch statistics computed in one pass and a fused backward.
 //! - [`max_pool2d`] (ImageNet's 3x3/2 stem pool) and [`subsample_pad`] (option A's shortcut):
