@@ -163,11 +163,7 @@ impl Taps {
             offsets,
             masks,
             vectors,
-            tail_bits: if tail == 32 {
-                u32::MAX
-            } else {
-                (1u32 << tail) - 1
-            },
+            tail_bits: u32::MAX >> (32 - tail),
         }
     }
 }
@@ -200,15 +196,10 @@ pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         y.par_chunks_mut(per_task * output_len)
             .zip(x.par_chunks(per_task * image_len))
             .for_each(|(ys, xs)| {
-                for (y_img, x_img) in ys
-                    .chunks_exact_mut(output_len)
-                    .zip(xs.chunks_exact(image_len))
-                {
-                    // SAFETY: `simd` was detected on this CPU; `x_img` and `y_img` hold `c_in` and
-                    // `c_out` planes, `packed` is laid out as above, and the kernels only load
-                    // lanes whose mask bit marks a position inside the image.
-                    unsafe { kernels::forward_image(simd, &layout, &taps, x_img, &packed, y_img) };
-                }
+                // SAFETY: `simd` was detected on this CPU; `xs` and `ys` hold whole images of
+                // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels only
+                // load lanes whose mask bit marks a position inside the image.
+                unsafe { kernels::forward_images(simd, &layout, &taps, xs, &packed, ys) };
             })
     })
 }
@@ -236,15 +227,10 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
         .map(|(xs, dys)| {
             // Sums as [co_round][tap][ci_round].
             let mut sums = vec![0.0f32; co_round * t * ci_round];
-            for (xs, dys) in xs
-                .chunks(chunk * image_len)
-                .zip(dys.chunks(chunk * output_len))
-            {
-                // SAFETY: `simd` was detected on this CPU; `xs` and `dys` hold whole images of
-                // `c_in` and `c_out` planes of whole vectors (see `applies_to_weight_grad`),
-                // `sums` is laid out as above, and only masked-in lanes are loaded.
-                unsafe { kernels::weight_grad(simd, &layout, &taps, xs, dys, &mut sums) };
-            }
+            // SAFETY: `simd` was detected on this CPU; `xs` and `dys` hold whole images of `c_in`
+            // and `c_out` planes of whole vectors (see `applies_to_weight_grad`), `sums` is laid
+            // out as above, and only masked-in lanes are loaded.
+            unsafe { kernels::weight_grad(simd, &layout, &taps, (xs, dys, chunk), &mut sums) };
             sums
         })
         .collect();
@@ -470,7 +456,7 @@ mod kernels {
     }
 
     #[inline(always)]
-    unsafe fn forward_image_with<S: Vector, const NV: usize>(
+    unsafe fn forward_images_with<S: Vector, const NV: usize>(
         layout: &Layout,
         taps: &Taps,
         x: &[f32],
@@ -478,6 +464,24 @@ mod kernels {
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
         let masks = unsafe { masks::<S>(taps) };
+        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        for (x, y) in x
+            .chunks_exact(image_len)
+            .zip(y.chunks_exact_mut(output_len))
+        {
+            unsafe { forward_image::<S, NV>(layout, taps, &masks, x, packed, y) };
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn forward_image<S: Vector, const NV: usize>(
+        layout: &Layout,
+        taps: &Taps,
+        masks: &[S::Mask],
+        x: &[f32],
+        packed: &[f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
+    ) {
         let block = taps.offsets.len() * layout.c_in * MR;
         let (x, y) = (x.as_ptr(), y.as_mut_ptr().cast::<f32>());
         let full = taps.vectors / NV;
@@ -488,16 +492,16 @@ mod kernels {
             let (w, y) = (w.as_ptr(), unsafe { y.add(co0 * layout.plane) });
             unsafe {
                 for vb in 0..full {
-                    forward_tile::<S, NV>(layout, taps, &masks, x, w, y, vb * NV, rows);
+                    forward_tile::<S, NV>(layout, taps, masks, x, w, y, vb * NV, rows);
                 }
                 let v0 = full * NV;
                 match tail {
                     0 => {}
-                    1 => forward_tile::<S, 1>(layout, taps, &masks, x, w, y, v0, rows),
-                    2 => forward_tile::<S, 2>(layout, taps, &masks, x, w, y, v0, rows),
-                    3 => forward_tile::<S, 3>(layout, taps, &masks, x, w, y, v0, rows),
-                    4 => forward_tile::<S, 4>(layout, taps, &masks, x, w, y, v0, rows),
-                    5 => forward_tile::<S, 5>(layout, taps, &masks, x, w, y, v0, rows),
+                    1 => forward_tile::<S, 1>(layout, taps, masks, x, w, y, v0, rows),
+                    2 => forward_tile::<S, 2>(layout, taps, masks, x, w, y, v0, rows),
+                    3 => forward_tile::<S, 3>(layout, taps, masks, x, w, y, v0, rows),
+                    4 => forward_tile::<S, 4>(layout, taps, masks, x, w, y, v0, rows),
+                    5 => forward_tile::<S, 5>(layout, taps, masks, x, w, y, v0, rows),
                     _ => unreachable!("tail of {tail} vectors in a tile of {NV}"),
                 }
             }
@@ -505,33 +509,34 @@ mod kernels {
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn forward_image_avx512(
+    unsafe fn forward_images_avx512(
         layout: &Layout,
         taps: &Taps,
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        unsafe { forward_image_with::<Avx512, 6>(layout, taps, x, packed, y) }
+        unsafe { forward_images_with::<Avx512, 6>(layout, taps, x, packed, y) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_image_avx2(
+    unsafe fn forward_images_avx2(
         layout: &Layout,
         taps: &Taps,
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        unsafe { forward_image_with::<Avx2, 2>(layout, taps, x, packed, y) }
+        unsafe { forward_images_with::<Avx2, 2>(layout, taps, x, packed, y) }
     }
 
-    /// Writes the forward pass of one image (`c_in` planes in `x`) into `y` (`c_out` planes).
+    /// Writes the forward pass of the images in `x` (`c_in` planes each) into `y` (`c_out` planes
+    /// each).
     ///
     /// # Safety
-    /// `simd` must be supported by this CPU; `x` and `y` must hold `c_in` and `c_out` planes,
+    /// `simd` must be supported by this CPU; `x` and `y` must hold whole images,
     /// `packed` the weights of every block of `MR` output channels as [c_in][tap][MR].
-    pub(super) unsafe fn forward_image(
+    pub(super) unsafe fn forward_images(
         simd: Simd,
         layout: &Layout,
         taps: &Taps,
@@ -539,16 +544,17 @@ mod kernels {
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        assert_eq!(x.len(), layout.c_in * layout.plane);
-        assert_eq!(y.len(), layout.c_out * layout.plane);
+        let images = x.len() / (layout.c_in * layout.plane);
+        assert_eq!(x.len(), images * layout.c_in * layout.plane);
+        assert_eq!(y.len(), images * layout.c_out * layout.plane);
         assert_eq!(
             packed.len(),
             layout.c_out.div_ceil(MR) * MR * layout.c_in * taps.offsets.len()
         );
         unsafe {
             match simd {
-                Simd::Avx512 => forward_image_avx512(layout, taps, x, packed, y),
-                Simd::Avx2 => forward_image_avx2(layout, taps, x, packed, y),
+                Simd::Avx512 => forward_images_avx512(layout, taps, x, packed, y),
+                Simd::Avx2 => forward_images_avx2(layout, taps, x, packed, y),
             }
         }
     }
@@ -614,11 +620,29 @@ mod kernels {
     unsafe fn weight_grad_with<S: Vector, const NK: usize>(
         layout: &Layout,
         taps: &Taps,
-        x: &[f32],
-        dy: &[f32],
+        (x, dy, chunk): (&[f32], &[f32], usize),
         sums: &mut [f32],
     ) {
         let masks = unsafe { masks::<S>(taps) };
+        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        for (x, dy) in x
+            .chunks(chunk * image_len)
+            .zip(dy.chunks(chunk * output_len))
+        {
+            unsafe { weight_grad_run::<S, NK>(layout, taps, &masks, (x, dy), sums) };
+        }
+    }
+
+    /// Adds the weight gradient of one run of images (small enough for L1, see
+    /// `WEIGHT_GRAD_L1_BYTES`) to `sums`.
+    #[inline(always)]
+    unsafe fn weight_grad_run<S: Vector, const NK: usize>(
+        layout: &Layout,
+        taps: &Taps,
+        masks: &[S::Mask],
+        (x, dy): (&[f32], &[f32]),
+        sums: &mut [f32],
+    ) {
         let t = taps.offsets.len();
         let images = x.len() / (layout.c_in * layout.plane);
         let ci_round = layout.c_in.div_ceil(NK) * NK;
@@ -634,7 +658,7 @@ mod kernels {
                         weight_tile::<S, NK>(
                             layout,
                             data,
-                            &masks,
+                            masks,
                             (tap, offset),
                             (co0, ci0),
                             s.add(at),
@@ -650,26 +674,25 @@ mod kernels {
     unsafe fn weight_grad_avx512(
         layout: &Layout,
         taps: &Taps,
-        x: &[f32],
-        dy: &[f32],
+        data: (&[f32], &[f32], usize),
         sums: &mut [f32],
     ) {
-        unsafe { weight_grad_with::<Avx512, 4>(layout, taps, x, dy, sums) }
+        unsafe { weight_grad_with::<Avx512, 4>(layout, taps, data, sums) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn weight_grad_avx2(
         layout: &Layout,
         taps: &Taps,
-        x: &[f32],
-        dy: &[f32],
+        data: (&[f32], &[f32], usize),
         sums: &mut [f32],
     ) {
-        unsafe { weight_grad_with::<Avx2, 2>(layout, taps, x, dy, sums) }
+        unsafe { weight_grad_with::<Avx2, 2>(layout, taps, data, sums) }
     }
 
     /// Adds the weight gradient of the images in `x` and `dy` to `sums`
-    /// ([co rounded up to `MR`][tap][ci rounded up to `weight_tile_width`]).
+    /// ([co rounded up to `MR`][tap][ci rounded up to `weight_tile_width`]), `chunk` images at a
+    /// time.
     ///
     /// # Safety
     /// `simd` must be supported by this CPU; `x` and `dy` must hold the same number of whole
@@ -678,8 +701,7 @@ mod kernels {
         simd: Simd,
         layout: &Layout,
         taps: &Taps,
-        x: &[f32],
-        dy: &[f32],
+        (x, dy, chunk): (&[f32], &[f32], usize),
         sums: &mut [f32],
     ) {
         let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
@@ -692,8 +714,8 @@ mod kernels {
         );
         unsafe {
             match simd {
-                Simd::Avx512 => weight_grad_avx512(layout, taps, x, dy, sums),
-                Simd::Avx2 => weight_grad_avx2(layout, taps, x, dy, sums),
+                Simd::Avx512 => weight_grad_avx512(layout, taps, (x, dy, chunk), sums),
+                Simd::Avx2 => weight_grad_avx2(layout, taps, (x, dy, chunk), sums),
             }
         }
     }
@@ -707,7 +729,7 @@ mod kernels {
         unreachable!("no vector kernels on this architecture")
     }
 
-    pub(super) unsafe fn forward_image(
+    pub(super) unsafe fn forward_images(
         _: Simd,
         _: &Layout,
         _: &Taps,
@@ -722,8 +744,7 @@ mod kernels {
         _: Simd,
         _: &Layout,
         _: &Taps,
-        _: &[f32],
-        _: &[f32],
+        _: (&[f32], &[f32], usize),
         _: &mut [f32],
     ) {
         unreachable!("no vector kernels on this architecture")
