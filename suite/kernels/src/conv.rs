@@ -42,8 +42,14 @@ pub enum ConvAlgorithm {
 }
 
 impl ConvAlgorithm {
+    /// Whether the forward pass (or an input gradient run as one) of `g` takes the direct path.
     fn direct(self, g: &Conv2dGeometry) -> bool {
         self == ConvAlgorithm::Auto && direct::applies(g)
+    }
+
+    /// Whether the weight gradient of `g` takes the direct path.
+    fn direct_weight_grad(self, g: &Conv2dGeometry) -> bool {
+        self == ConvAlgorithm::Auto && direct::applies_to_weight_grad(g)
     }
 }
 
@@ -307,7 +313,7 @@ fn backward(
     let weight_grad = || {
         if !want_dw {
             None
-        } else if algorithm == ConvAlgorithm::Auto && direct::applies_to_weight_grad(g) {
+        } else if algorithm.direct_weight_grad(g) {
             Some(direct::weight_grad(g, x, dy))
         } else {
             backward_by_columns(g, x, w, dy, None, true)

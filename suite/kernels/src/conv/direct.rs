@@ -567,6 +567,7 @@ mod kernels {
     #[allow(clippy::too_many_arguments)]
     unsafe fn weight_tile<S: Vector, const NK: usize>(
         layout: &Layout,
+        taps: &Taps,
         (x, dy, images): (*const f32, *const f32, usize),
         masks: &[S::Mask],
         (tap, offset): (usize, isize),
@@ -574,7 +575,7 @@ mod kernels {
         sums: *mut f32,
         row_stride: usize,
     ) {
-        let t = masks.len() / (layout.plane / S::LANES);
+        let t = taps.offsets.len();
         let plane = layout.plane;
         let (image_len, output_len) = (layout.c_in * plane, layout.c_out * plane);
         let mut co = [0usize; MR];
@@ -591,7 +592,7 @@ mod kernels {
             for i in 0..images {
                 let (g, xi) = (dy.add(i * output_len), x.add(i * image_len));
                 let mut v = 0;
-                while v < plane / S::LANES {
+                while v < taps.vectors {
                     let mask = *masks.add(v * t + tap);
                     let q = v * S::LANES;
                     let mut gv = [S::zero(); MR];
@@ -657,6 +658,7 @@ mod kernels {
                     unsafe {
                         weight_tile::<S, NK>(
                             layout,
+                            taps,
                             data,
                             masks,
                             (tap, offset),
