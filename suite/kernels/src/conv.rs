@@ -162,9 +162,8 @@ impl Conv2dGeometry {
             .filter(|&iy| iy < self.height)
     }
 
-    /// Images per parallel task: a few tasks per thread so an uneven machine still balances.
     fn images_per_task(&self, threads: usize) -> usize {
-        self.batch.div_ceil(threads * 2).max(1)
+        images_per_task(self.batch, threads)
     }
 
     /// Threads for each gemm call when there are fewer tasks than threads.
@@ -172,6 +171,11 @@ impl Conv2dGeometry {
         let tasks = self.batch.div_ceil(self.images_per_task(threads));
         (threads / tasks).max(1)
     }
+}
+
+/// Images per parallel task: a few tasks per thread so an uneven machine still balances.
+fn images_per_task(batch: usize, threads: usize) -> usize {
+    batch.div_ceil(threads * 2).max(1)
 }
 
 /// Unfolds one image (c_in x H x W) into its column matrix (K x P), zeros where the kernel overhangs.
@@ -325,6 +329,10 @@ fn backward(
     if let Some((tg, flipped)) = transposed_conv(g, w) {
         let dx = forward(&tg, dy, &flipped, algorithm);
         return (Some(dx), weight_grad());
+    }
+    if algorithm.direct(g) {
+        // A strided conv split into phase planes (stride 1 was handled above).
+        return (Some(direct::strided_input_grad(g, w, dy)), weight_grad());
     }
     let mut dx = vec![0.0; g.batch * g.image_len()];
     let dw = backward_by_columns(g, x, w, dy, Some(&mut dx), want_dw);

@@ -84,7 +84,8 @@ fn conv2d_with_avx2_kernels_matches_stock() {
 }
 
 /// Where the CPU has AVX2 or AVX-512, `Auto` takes the direct path for every stride-1 case with a
-/// spatial kernel below, so the two tests between them check both paths on the same shapes.
+/// spatial kernel below and for the strided 3x3 cases whose input is a whole multiple of the
+/// output, so the two tests between them check both paths on the same shapes.
 fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     // (batch, c_in, h, w, c_out, kernel, stride, padding)
@@ -106,6 +107,12 @@ fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
         (1, 20, 7, 7, 9, 3, 1, 1),
         (3, 64, 8, 8, 64, 3, 1, 1),
         (2, 3, 32, 32, 16, 3, 1, 1),
+        (3, 5, 10, 6, 7, 3, 2, 1),
+        (2, 4, 12, 12, 6, 3, 3, 1),
+        (2, 16, 32, 32, 32, 3, 2, 1),
+        (3, 32, 16, 16, 64, 3, 2, 1),
+        (1, 3, 8, 8, 2, 3, 2, 2),
+        (2, 4, 9, 12, 5, 3, 3, 0),
     ];
     for (n, c, h, w, o, k, s, p) in cases {
         let x = random(&[n, c, h, w], &mut rng);

@@ -1,17 +1,25 @@
-//! "Same" stride-1 convolutions (a `k x k` kernel, `k` odd, padding `(k - 1) / 2`, so the output
-//! has the input's size) computed directly from the NCHW tensors, with no column matrix, padding
-//! copy or layout change.
+//! Convolutions computed directly from the NCHW tensors, with no column matrix or padding copy:
+//! "same" stride-1 convs (a `k x k` kernel, `k` odd, padding `(k - 1) / 2`, so the output has the
+//! input's size) on the planes as they are, and strided convs whose output is the input's size
+//! divided by the stride on the input split into phase planes.
 //!
-//! With an image plane stored row-major, the output at flat position `p = oy * w + ox` reads the
-//! input at `p + (ky - pad) * w + (kx - pad)` for kernel tap `(ky, kx)`: every tap is a fixed
-//! offset, so a vector of consecutive outputs reads a vector of consecutive inputs for each
-//! (input channel, tap). Lanes whose input falls outside the image (the zero padding, including
-//! where a vector wraps from one row to the next) are masked off the load, from a table of masks
-//! per (vector, tap) built once per call.
+//! With an image plane stored row-major, the output at flat position `p = oy * w + ox` of a same
+//! conv reads the input at `p + (ky - pad) * w + (kx - pad)` for kernel tap `(ky, kx)`: every tap
+//! is a fixed offset, so a vector of consecutive outputs reads a vector of consecutive inputs for
+//! each (input channel, tap). Lanes whose input falls outside the image (the zero padding,
+//! including where a vector wraps from one row to the next) are masked off the load, from a table
+//! of masks per (vector, tap) built once per call.
+//!
+//! A stride-`s` conv reads input row `s * oy + ky - pad`. Split each input plane into `s * s`
+//! phase planes of the output's size, phase `(a, b)` holding rows `a, a + s, ...` and columns
+//! `b, b + s, ...`: tap `(ky, kx)` then reads one phase plane at a fixed shift of the output
+//! position, which is the same-conv walk with other offsets and masks. The split costs one copy
+//! of the input; the input gradient is one forward pass over `dy` per phase, with that phase's
+//! taps mirrored, interleaved back into the input's planes.
 //!
 //! - Forward: a tile of (output channels x vectors of positions) stays in registers while the
-//!   kernel streams over taps and input channels; the input gradient is the same pass over `dy`
-//!   with the flipped weights (see `transposed_conv`).
+//!   kernel streams over taps and input channels; a same conv's input gradient is the same pass
+//!   over `dy` with the flipped weights (see `transposed_conv`).
 //! - Weight gradient: a tile of (output channels x input channels) for one tap, one partial sum
 //!   per vector lane, stays in registers while the kernel streams over the positions of a few
 //!   images.
@@ -24,7 +32,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::Conv2dGeometry;
+use super::{Conv2dGeometry, images_per_task};
 use crate::cpu;
 
 /// The vector instruction sets the kernels are compiled for.
@@ -85,12 +93,23 @@ fn is_same(g: &Conv2dGeometry) -> bool {
         && g.padding == g.kernel_h / 2
 }
 
+/// A strided 3x3 conv whose output is the input's size divided by the stride, so the input splits
+/// into phase planes of the output's size. Other strided kernels (the 7x7 stem, 1x1 projections)
+/// stay on the GEMM path, where they were measured.
+fn is_phase_split(g: &Conv2dGeometry) -> bool {
+    g.stride > 1
+        && g.kernel_h == 3
+        && g.kernel_w == 3
+        && g.out_h * g.stride == g.height
+        && g.out_w * g.stride == g.width
+}
+
 /// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: a
-/// "same" conv, a CPU with the vector units, and a patch of at most 256 channels of 3x3. Above
-/// that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then amortised,
-/// measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
+/// same or phase-split conv, a CPU with the vector units, and a patch of at most 256 channels of
+/// 3x3. Above that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then
+/// amortised, measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    is_same(g) && g.patch_len() <= 256 * 9 && simd().is_some()
+    (is_same(g) || is_phase_split(g)) && g.patch_len() <= 256 * 9 && simd().is_some()
 }
 
 /// Whether the weight gradient of `g` takes this path: as [`applies`], with patches of at most 64
@@ -111,12 +130,13 @@ const MR: usize = 4;
 /// per tap, read the same planes from L1 instead of streaming them from L2 nine times.
 const WEIGHT_GRAD_L1_BYTES: usize = 32 << 10;
 
-/// Where each tap reads and which lanes of each vector it may load, for one image size.
+/// Where each tap reads and which lanes of each vector it may load, for one output size.
 struct Taps {
-    /// Input offset of each tap `(ky, kx)` relative to the output position, in the weight's order.
+    /// Input offset of each tap relative to the output position (within a channel's planes), in
+    /// the weight's order.
     offsets: Vec<isize>,
-    /// Lane masks per (vector of positions, tap), bit `l` set where lane `l` reads inside the
-    /// image (and, in the last vector, where the position exists).
+    /// Lane masks per (vector of positions, tap), bit `l` set where lane `l` reads inside its
+    /// plane (and, in the last vector, where the position exists).
     masks: Vec<u32>,
     /// Vectors of positions per plane.
     vectors: usize,
@@ -124,38 +144,39 @@ struct Taps {
     tail_bits: u32,
 }
 
+/// Where one tap reads: the plane `plane` planes past a channel's first, at the output position
+/// shifted by `(dy, dx)`.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    plane: usize,
+    dy: isize,
+    dx: isize,
+}
+
 impl Taps {
-    fn new(g: &Conv2dGeometry, lanes: usize) -> Self {
-        let (h, w, k, pad) = (g.height, g.width, g.kernel_h, g.padding);
-        let plane = h * w;
-        let mut offsets = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                offsets
-                    .push((ky as isize - pad as isize) * w as isize + kx as isize - pad as isize);
-            }
-        }
+    /// The taps of outputs on a `rows x cols` grid that read planes of the same grid.
+    fn new(rows: usize, cols: usize, shifts: &[Shift], lanes: usize) -> Self {
+        let plane = rows * cols;
+        let offsets = shifts
+            .iter()
+            .map(|s| (s.plane * plane) as isize + s.dy * cols as isize + s.dx)
+            .collect();
         let vectors = plane.div_ceil(lanes);
-        let mut masks = Vec::with_capacity(vectors * k * k);
+        let mut masks = Vec::with_capacity(vectors * shifts.len());
         for v in 0..vectors {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let mut bits = 0u32;
-                    for l in 0..lanes {
-                        let p = v * lanes + l;
-                        let (iy, ix) = (
-                            (p / w + ky) as isize - pad as isize,
-                            (p % w + kx) as isize - pad as isize,
-                        );
-                        if p < plane
-                            && (0..h as isize).contains(&iy)
-                            && (0..w as isize).contains(&ix)
-                        {
-                            bits |= 1 << l;
-                        }
+            for s in shifts {
+                let mut bits = 0u32;
+                for l in 0..lanes {
+                    let p = v * lanes + l;
+                    let (iy, ix) = ((p / cols) as isize + s.dy, (p % cols) as isize + s.dx);
+                    if p < plane
+                        && (0..rows as isize).contains(&iy)
+                        && (0..cols as isize).contains(&ix)
+                    {
+                        bits |= 1 << l;
                     }
-                    masks.push(bits);
                 }
+                masks.push(bits);
             }
         }
         let tail = plane - (vectors - 1) * lanes;
@@ -166,40 +187,208 @@ impl Taps {
             tail_bits: u32::MAX >> (32 - tail),
         }
     }
+
+    /// The forward taps of `g` (same or phase-split), in the weight's order.
+    fn forward(g: &Conv2dGeometry, lanes: usize) -> Self {
+        let shifts: Vec<Shift> = (0..g.kernel_h)
+            .flat_map(|ky| (0..g.kernel_w).map(move |kx| phase_shift(g, ky, kx)))
+            .collect();
+        Self::new(g.out_h, g.out_w, &shifts, lanes)
+    }
+}
+
+/// Where tap `(ky, kx)` of `g` reads: for a same conv (stride 1, one phase) the plane itself; for
+/// a strided one the phase plane of row `s * oy + ky - pad` and column `s * ox + kx - pad`.
+fn phase_shift(g: &Conv2dGeometry, ky: usize, kx: usize) -> Shift {
+    let s = g.stride as isize;
+    let (u, v) = (
+        ky as isize - g.padding as isize,
+        kx as isize - g.padding as isize,
+    );
+    Shift {
+        plane: (u.rem_euclid(s) * s + v.rem_euclid(s)) as usize,
+        dy: u.div_euclid(s),
+        dx: v.div_euclid(s),
+    }
+}
+
+/// The input as the kernels read it: the batch itself for a same conv, else each channel split
+/// into its `stride * stride` phase planes (see the module docs), and the layout to go with it.
+fn phase_planes<'a>(g: &Conv2dGeometry, x: &'a [f32]) -> (std::borrow::Cow<'a, [f32]>, Layout) {
+    let layout = Layout {
+        c_in: g.c_in,
+        c_out: g.c_out,
+        plane: g.positions(),
+        in_plane: g.height * g.width,
+    };
+    if g.stride == 1 {
+        return (x.into(), layout);
+    }
+    let (s, w, plane) = (g.stride, g.width, g.positions());
+    let split = cpu::build(x.len(), |dst| {
+        dst.par_chunks_mut(GRAIN_PLANES * s * s * plane)
+            .zip(x.par_chunks(GRAIN_PLANES * s * s * plane))
+            .for_each(|(dst, src)| {
+                let planes = dst
+                    .chunks_exact_mut(s * s * plane)
+                    .zip(src.chunks_exact(s * s * plane));
+                for (phases, src) in planes {
+                    // Stride 2, the nets' only one, as a constant: its loops then vectorise.
+                    match s {
+                        2 => split_plane(2, src, w, phases),
+                        s => split_plane(s, src, w, phases),
+                    }
+                }
+            })
+    });
+    (split.into(), layout)
+}
+
+/// Channel planes per parallel task in the phase split and its inverse.
+const GRAIN_PLANES: usize = 16;
+
+/// Splits one input plane (`w` wide, its size a multiple of `s` both ways) into its `s * s` phase
+/// planes, phase `(a, b)` at `(a * s + b) * plane`.
+#[inline(always)]
+fn split_plane(s: usize, src: &[f32], w: usize, phases: &mut [std::mem::MaybeUninit<f32>]) {
+    let (ow, plane) = (w / s, src.len() / (s * s));
+    for (iy, row) in src.chunks_exact(w).enumerate() {
+        let (oy, a) = (iy / s, iy % s);
+        for b in 0..s {
+            let dst = &mut phases[(a * s + b) * plane + oy * ow..][..ow];
+            for (d, group) in dst.iter_mut().zip(row.chunks_exact(s)) {
+                d.write(group[b]);
+            }
+        }
+    }
+}
+
+/// The inverse of [`split_plane`]: interleaves the phase planes of one channel (`None` for a phase
+/// no tap reads, whose values are zero) back into a plane `w` wide.
+#[inline(always)]
+fn merge_plane(
+    s: usize,
+    phases: &[Option<&[f32]>],
+    w: usize,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    let ow = w / s;
+    for (iy, row) in dst.chunks_exact_mut(w).enumerate() {
+        let (oy, a) = (iy / s, iy % s);
+        for b in 0..s {
+            let groups = row.chunks_exact_mut(s);
+            match phases[a * s + b] {
+                Some(phase) => {
+                    for (group, &v) in groups.zip(&phase[oy * ow..][..ow]) {
+                        group[b].write(v);
+                    }
+                }
+                None => groups.for_each(|group| {
+                    group[b].write(0.0);
+                }),
+            }
+        }
+    }
 }
 
 /// The forward pass over a batch (NCHW input, OIHW weight), parallel over images.
 pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
-    let taps = Taps::new(g, simd.lanes());
+    let taps = Taps::forward(g, simd.lanes());
+    let (x, layout) = phase_planes(g, x);
     let t = taps.offsets.len();
-    let co_blocks = g.c_out.div_ceil(MR);
+    run_forward(simd, &layout, &taps, &x, |co, ci, tap| {
+        w[(co * g.c_in + ci) * t + tap]
+    })
+}
+
+/// One forward pass of the kernels over every image in `x`, with `weight(co, ci, tap)` the weight
+/// of output channel `co`, input channel `ci` and tap `tap`.
+fn run_forward(
+    simd: Simd,
+    layout: &Layout,
+    taps: &Taps,
+    x: &[f32],
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let t = taps.offsets.len();
+    let (c_in, c_out) = (layout.c_in, layout.c_out);
     // Weights as [channel block][input channel][tap][MR]: the inner loops walk them in order.
-    let mut packed = vec![0.0f32; co_blocks * t * g.c_in * MR];
-    for (co, filter) in w.chunks_exact(g.patch_len()).enumerate() {
+    let mut packed = vec![0.0f32; c_out.div_ceil(MR) * t * c_in * MR];
+    for co in 0..c_out {
         let (block, m) = (co / MR, co % MR);
-        for (ci, channel) in filter.chunks_exact(t).enumerate() {
-            for (tap, &value) in channel.iter().enumerate() {
-                packed[((block * g.c_in + ci) * t + tap) * MR + m] = value;
+        for ci in 0..c_in {
+            for tap in 0..t {
+                packed[((block * c_in + ci) * t + tap) * MR + m] = weight(co, ci, tap);
             }
         }
     }
-    let threads = rayon::current_num_threads();
-    let per_task = g.images_per_task(threads);
-    let (image_len, output_len) = (g.image_len(), g.output_len());
-    let layout = Layout {
-        c_in: g.c_in,
-        c_out: g.c_out,
-        plane: g.height * g.width,
-    };
-    cpu::build(g.batch * output_len, |y| {
+    let (image_len, output_len) = (c_in * layout.in_plane, c_out * layout.plane);
+    let batch = x.len() / image_len;
+    let per_task = images_per_task(batch, rayon::current_num_threads());
+    cpu::build(batch * output_len, |y| {
         y.par_chunks_mut(per_task * output_len)
             .zip(x.par_chunks(per_task * image_len))
             .for_each(|(ys, xs)| {
                 // SAFETY: `simd` was detected on this CPU; `xs` and `ys` hold whole images of
                 // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels only
                 // load lanes whose mask bit marks a position inside the image.
-                unsafe { kernels::forward_images(simd, &layout, &taps, xs, &packed, ys) };
+                unsafe { kernels::forward_images(simd, layout, taps, xs, &packed, ys) };
+            })
+    })
+}
+
+/// The input gradient of a phase-split conv: for each phase, a forward pass over `dy` with the
+/// taps that read that phase, mirrored (input position `q` of a phase collects the outputs at `q`
+/// minus each tap's shift), then the phases interleaved back into the input's planes.
+pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let simd = simd().expect("direct conv called without checking `applies`");
+    let (s, t, plane) = (g.stride, g.kernel_h * g.kernel_w, g.positions());
+    let layout = Layout {
+        c_in: g.c_out,
+        c_out: g.c_in,
+        plane,
+        in_plane: plane,
+    };
+    let phases: Vec<Option<Vec<f32>>> = (0..s * s)
+        .map(|phase| {
+            let taps: Vec<(usize, Shift)> = (0..t)
+                .map(|tap| (tap, phase_shift(g, tap / g.kernel_w, tap % g.kernel_w)))
+                .filter(|(_, shift)| shift.plane == phase)
+                .collect();
+            if taps.is_empty() {
+                return None;
+            }
+            let mirrored: Vec<Shift> = taps
+                .iter()
+                .map(|&(_, shift)| Shift {
+                    plane: 0,
+                    dy: -shift.dy,
+                    dx: -shift.dx,
+                })
+                .collect();
+            let phase_taps = Taps::new(g.out_h, g.out_w, &mirrored, simd.lanes());
+            Some(run_forward(simd, &layout, &phase_taps, dy, |ci, co, j| {
+                w[(co * g.c_in + ci) * t + taps[j].0]
+            }))
+        })
+        .collect();
+    let (w, hw) = (g.width, g.height * g.width);
+    cpu::build(g.batch * g.image_len(), |dx| {
+        dx.par_chunks_mut(GRAIN_PLANES * hw)
+            .enumerate()
+            .for_each(|(task, dst)| {
+                for (i, dst) in dst.chunks_exact_mut(hw).enumerate() {
+                    let at = (task * GRAIN_PLANES + i) * plane;
+                    let channel: Vec<Option<&[f32]>> = phases
+                        .iter()
+                        .map(|p| p.as_deref().map(|p| &p[at..at + plane]))
+                        .collect();
+                    match s {
+                        2 => merge_plane(2, &channel, w, dst),
+                        s => merge_plane(s, &channel, w, dst),
+                    }
+                }
             })
     })
 }
@@ -208,19 +397,15 @@ pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// runs of images with one partial sum per run.
 pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
-    let taps = Taps::new(g, simd.lanes());
+    let taps = Taps::forward(g, simd.lanes());
+    let (x, layout) = phase_planes(g, x);
     let t = taps.offsets.len();
     let nk = kernels::weight_tile_width(simd);
     let (co_round, ci_round) = (g.c_out.div_ceil(MR) * MR, g.c_in.div_ceil(nk) * nk);
-    let layout = Layout {
-        c_in: g.c_in,
-        c_out: g.c_out,
-        plane: g.height * g.width,
-    };
     let (image_len, output_len) = (g.image_len(), g.output_len());
-    let chunk = (WEIGHT_GRAD_L1_BYTES / (4 * (MR + nk) * layout.plane)).max(1);
-    let threads = rayon::current_num_threads();
-    let per_task = g.images_per_task(threads);
+    let tile_bytes = 4 * (MR * layout.plane + nk * layout.in_plane);
+    let chunk = (WEIGHT_GRAD_L1_BYTES / tile_bytes).max(1);
+    let per_task = g.images_per_task(rayon::current_num_threads());
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per_task * image_len)
         .zip(dy.par_chunks(per_task * output_len))
@@ -248,11 +433,15 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
     dw
 }
 
-/// Channel counts and plane size of one convolution's images.
+/// Channel counts and plane sizes of one pass's images.
 struct Layout {
     c_in: usize,
     c_out: usize,
+    /// Positions per output plane.
     plane: usize,
+    /// Values per input channel: the output plane's size, or `stride * stride` of them for the
+    /// phase planes of a strided conv.
+    in_plane: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -421,7 +610,7 @@ mod kernels {
             // offset would map every load to the same L1 sets.
             let masks = masks.as_ptr().add(v0 * t);
             for ci in 0..layout.c_in {
-                let plane = x.wrapping_add(ci * layout.plane + p0);
+                let plane = x.wrapping_add(ci * layout.in_plane + p0);
                 for (tap, &offset) in taps.offsets.iter().enumerate() {
                     // Masked-off lanes may point outside the image: the address is formed with
                     // wrapping arithmetic and never dereferenced for them.
@@ -464,7 +653,7 @@ mod kernels {
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
         let masks = unsafe { masks::<S>(taps) };
-        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         for (x, y) in x
             .chunks_exact(image_len)
             .zip(y.chunks_exact_mut(output_len))
@@ -544,8 +733,8 @@ mod kernels {
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        let images = x.len() / (layout.c_in * layout.plane);
-        assert_eq!(x.len(), images * layout.c_in * layout.plane);
+        let images = x.len() / (layout.c_in * layout.in_plane);
+        assert_eq!(x.len(), images * layout.c_in * layout.in_plane);
         assert_eq!(y.len(), images * layout.c_out * layout.plane);
         assert_eq!(
             packed.len(),
@@ -577,14 +766,14 @@ mod kernels {
     ) {
         let t = taps.offsets.len();
         let plane = layout.plane;
-        let (image_len, output_len) = (layout.c_in * plane, layout.c_out * plane);
+        let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * plane);
         let mut co = [0usize; MR];
         for (m, co) in co.iter_mut().enumerate() {
             *co = (co0 + m).min(layout.c_out - 1) * plane;
         }
         let mut ci = [0isize; NK];
         for (j, ci) in ci.iter_mut().enumerate() {
-            *ci = ((ci0 + j).min(layout.c_in - 1) * plane) as isize + offset;
+            *ci = ((ci0 + j).min(layout.c_in - 1) * layout.in_plane) as isize + offset;
         }
         let masks = masks.as_ptr();
         unsafe {
@@ -625,7 +814,7 @@ mod kernels {
         sums: &mut [f32],
     ) {
         let masks = unsafe { masks::<S>(taps) };
-        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         for (x, dy) in x
             .chunks(chunk * image_len)
             .zip(dy.chunks(chunk * output_len))
@@ -645,7 +834,7 @@ mod kernels {
         sums: &mut [f32],
     ) {
         let t = taps.offsets.len();
-        let images = x.len() / (layout.c_in * layout.plane);
+        let images = x.len() / (layout.c_in * layout.in_plane);
         let ci_round = layout.c_in.div_ceil(NK) * NK;
         let data = (x.as_ptr(), dy.as_ptr(), images);
         let s = sums.as_mut_ptr();
@@ -706,7 +895,7 @@ mod kernels {
         (x, dy, chunk): (&[f32], &[f32], usize),
         sums: &mut [f32],
     ) {
-        let (image_len, output_len) = (layout.c_in * layout.plane, layout.c_out * layout.plane);
+        let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         let nk = weight_tile_width(simd);
         assert!(layout.plane.is_multiple_of(simd.lanes()) && x.len().is_multiple_of(image_len));
         assert_eq!(x.len() / image_len * output_len, dy.len());
@@ -750,5 +939,69 @@ mod kernels {
         _: &mut [f32],
     ) {
         unreachable!("no vector kernels on this architecture")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(size: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dGeometry {
+        Conv2dGeometry::new(
+            &[2, 16, size, size],
+            &[32, 16, kernel, kernel],
+            stride,
+            padding,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn phase_split_takes_the_strided_3x3_convs_only() {
+        assert!(is_phase_split(&geometry(32, 3, 2, 1)));
+        assert!(is_phase_split(&geometry(9, 3, 3, 0)));
+        // An odd input leaves a phase plane short of the output's size.
+        assert!(!is_phase_split(&geometry(9, 3, 2, 1)));
+        // The 7x7 stem and 1x1 projections were not measured on this path.
+        assert!(!is_phase_split(&geometry(224, 7, 2, 3)));
+        assert!(!is_phase_split(&geometry(32, 1, 2, 0)));
+        assert!(!is_phase_split(&geometry(32, 3, 1, 1)));
+    }
+
+    #[test]
+    fn strided_taps_read_the_phase_plane_of_their_row_and_column() {
+        // Stride 2, padding 1: kernel row 0 reads input row 2 * oy - 1, the odd phase one row up.
+        let g = geometry(8, 3, 2, 1);
+        let shifts: Vec<(usize, isize, isize)> = (0..9)
+            .map(|t| phase_shift(&g, t / 3, t % 3))
+            .map(|s| (s.plane, s.dy, s.dx))
+            .collect();
+        assert_eq!(
+            shifts,
+            [
+                (3, -1, -1),
+                (2, -1, 0),
+                (3, -1, 0),
+                (1, 0, -1),
+                (0, 0, 0),
+                (1, 0, 0),
+                (3, 0, -1),
+                (2, 0, 0),
+                (3, 0, 0),
+            ]
+        );
+        // On the 4x4 output grid, 16 lanes: the top-left tap loses row 0 and column 0.
+        let taps = Taps::new(
+            4,
+            4,
+            &[Shift {
+                plane: 3,
+                dy: -1,
+                dx: -1,
+            }],
+            16,
+        );
+        assert_eq!(taps.offsets, [3 * 16 - 4 - 1]);
+        assert_eq!(taps.masks, [0b1110_1110_1110_0000]);
     }
 }
