@@ -6,7 +6,9 @@
 //! variance away), the normalisation a second. The backward pass needs two: the per-channel sums
 //! `sum(g)` and `sum(g * xhat)`, then
 //! `dx = gamma / sigma * (g - sum(g) / M - xhat * sum(g * xhat) / M)` with `g` the output gradient,
-//! masked by `y > 0` when the ReLU is fused.
+//! masked by `y > 0` when the ReLU is fused. The backward recomputes that mask from `x` with the
+//! forward's own per-channel scale and shift (bit-identical, so the same lanes pass) instead of
+//! reading `y`: one tensor-sized read fewer in each of its two passes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -100,9 +102,23 @@ fn masked(g: f32, y: f32) -> f32 {
     if y > 0.0 { g } else { 0.0 }
 }
 
-/// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked by `y` when given; f32 lanes,
-/// summed in f64.
-fn grad_row_sums(g: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) {
+/// A channel's normalisation as the forward computes it, `y = x * scale + shift`.
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    scale: f32,
+    shift: f32,
+}
+
+impl Affine {
+    #[inline]
+    fn apply(self, x: f32) -> f32 {
+        x * self.scale + self.shift
+    }
+}
+
+/// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked where the fused ReLU's output
+/// `relu.apply(x)` is not positive when given; f32 lanes, summed in f64.
+fn grad_row_sums(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64) {
     let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
     let add = |g: &[f32], x: &[f32], acc_g: &mut [f32], acc_gx: &mut [f32]| {
         for (((sg, sgx), &g), &x) in acc_g.iter_mut().zip(acc_gx.iter_mut()).zip(g).zip(x) {
@@ -113,18 +129,16 @@ fn grad_row_sums(g: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) 
     let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
     let (g_tail, x_tail) = (gc.remainder(), xc.remainder());
     let mut gated = [0f32; LANES];
-    match y {
-        Some(y) => {
-            let yc = y.chunks_exact(LANES);
-            let y_tail = yc.remainder();
-            for ((g, x), y) in gc.zip(xc).zip(yc) {
-                for ((d, &g), &y) in gated.iter_mut().zip(g).zip(y) {
-                    *d = masked(g, y);
+    match relu {
+        Some(f) => {
+            for (g, x) in gc.zip(xc) {
+                for ((d, &g), &x) in gated.iter_mut().zip(g).zip(x) {
+                    *d = masked(g, f.apply(x));
                 }
                 add(&gated, x, &mut acc_g, &mut acc_gx);
             }
-            for ((d, &g), &y) in gated.iter_mut().zip(g_tail).zip(y_tail) {
-                *d = masked(g, y);
+            for ((d, &g), &x) in gated.iter_mut().zip(g_tail).zip(x_tail) {
+                *d = masked(g, f.apply(x));
             }
             add(&gated[..g_tail.len()], x_tail, &mut acc_g, &mut acc_gx);
         }
@@ -143,21 +157,20 @@ fn grad_row_sums(g: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) 
 fn grad_sums(
     x: &[f32],
     dy: &[f32],
-    mask: Option<&[f32]>,
+    relu: Option<&[Affine]>,
     dims: (usize, usize, usize),
     mean: &[f32],
     inv_std: &[f32],
 ) -> (Vec<f64>, Vec<f64>) {
-    let (_, c, hw) = dims;
+    let c = dims.1;
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let m = mean[ch];
             let (mut sg, mut sgx) = (0f64, 0f64);
-            let rows = channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch));
-            for (img, (g_row, x_row)) in rows.enumerate() {
-                let y_row = mask.map(|y| &y[(img * c + ch) * hw..][..hw]);
-                let (g, gx) = grad_row_sums(g_row, y_row, x_row, m);
+            let relu = relu.map(|f| f[ch]);
+            for (g_row, x_row) in channel_rows(dy, dims, ch).zip(channel_rows(x, dims, ch)) {
+                let (g, gx) = grad_row_sums(g_row, relu, x_row, m);
                 sg += g;
                 sgx += gx;
             }
@@ -170,7 +183,7 @@ fn grad_sums(
 fn input_grad(
     x: &[f32],
     dy: &[f32],
-    mask: Option<&[f32]>,
+    relu: Option<&[Affine]>,
     (c, hw): (usize, usize),
     coef: &[(f32, f32, f32)],
 ) -> Vec<f32> {
@@ -184,10 +197,11 @@ fn input_grad(
                         .iter_mut()
                         .zip(&x[at..at + hw])
                         .zip(&dy[at..at + hw]);
-                    match mask {
-                        Some(y) => {
-                            for (((o, &x), &g), &y) in rows.zip(&y[at..at + hw]) {
-                                o.write(k * masked(g, y) + a * x + b);
+                    match relu {
+                        Some(f) => {
+                            let f = f[ch];
+                            for ((o, &x), &g) in rows {
+                                o.write(k * masked(g, f.apply(x)) + a * x + b);
                             }
                         }
                         None => {
@@ -213,6 +227,20 @@ impl BatchNormOp {
             .var
             .iter()
             .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
+            .collect()
+    }
+
+    /// Each channel's `y = x * scale + shift`; the backward recomputes it to the bit.
+    fn affine(&self, stats: &BatchStats, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
+        let inv_std = self.inv_std(stats);
+        (0..gamma.len())
+            .map(|ch| {
+                let scale = gamma[ch] * inv_std[ch];
+                Affine {
+                    scale,
+                    shift: beta[ch] - stats.mean[ch] * scale,
+                }
+            })
             .collect()
     }
 }
@@ -246,25 +274,20 @@ impl CustomOp3 for BatchNormOp {
             );
         }
         let stats = batch_stats(x, dims);
-        let inv_std = self.inv_std(&stats);
-        let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
-        let shift: Vec<f32> = (0..c)
-            .map(|ch| beta[ch] - stats.mean[ch] * scale[ch])
-            .collect();
+        let affine = self.affine(&stats, gamma, beta);
         let y = cpu::build(x.len(), |y| {
             y.par_chunks_mut(c * hw)
                 .zip(x.par_chunks(c * hw))
                 .for_each(|(y_img, x_img)| {
                     let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
-                    for (ch, (y_row, x_row)) in rows.enumerate() {
-                        let (a, b) = (scale[ch], shift[ch]);
+                    for (f, (y_row, x_row)) in affine.iter().zip(rows) {
                         if self.relu {
                             for (o, &v) in y_row.iter_mut().zip(x_row) {
-                                o.write((v * a + b).max(0.0));
+                                o.write(f.apply(v).max(0.0));
                             }
                         } else {
                             for (o, &v) in y_row.iter_mut().zip(x_row) {
-                                o.write(v * a + b);
+                                o.write(f.apply(v));
                             }
                         }
                     }
@@ -281,7 +304,7 @@ impl CustomOp3 for BatchNormOp {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let name = self.name();
@@ -293,29 +316,29 @@ impl CustomOp3 for BatchNormOp {
         let count = stats.count as f64;
         let want_dx = x.track_op();
         let gamma_values = gamma.to_vec1::<f32>()?;
+        // With the ReLU fused, the gradient reaching the norm is dy where y > 0, y recomputed
+        // from x by the forward's own affine map.
+        let affine = self.affine(stats, &gamma_values, &beta.to_vec1::<f32>()?);
+        let relu = self.relu.then_some(&affine[..]);
         let (dx, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, dy, |dy| {
-                cpu::with_slice(name, y, |y| {
-                    // With the ReLU fused, the gradient reaching the norm is dy where y > 0.
-                    let mask = self.relu.then_some(y);
-                    let (sum_g, sum_gx) = grad_sums(x, dy, mask, dims, &stats.mean, &inv_std);
-                    let dx = want_dx.then(|| {
-                        // dx = k * g + a * x + b per channel, with k = gamma / sigma,
-                        // a = -k * sum(g xhat) / (M sigma), b = -k * sum(g) / M - a * mean.
-                        let coef: Vec<(f32, f32, f32)> = (0..c)
-                            .map(|ch| {
-                                let k = gamma_values[ch] as f64 * inv_std[ch] as f64;
-                                let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
-                                let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
-                                (k as f32, a as f32, b as f32)
-                            })
-                            .collect();
-                        input_grad(x, dy, mask, (c, hw), &coef)
-                    });
-                    (dx, sum_g, sum_gx)
-                })
+                let (sum_g, sum_gx) = grad_sums(x, dy, relu, dims, &stats.mean, &inv_std);
+                let dx = want_dx.then(|| {
+                    // dx = k * g + a * x + b per channel, with k = gamma / sigma,
+                    // a = -k * sum(g xhat) / (M sigma), b = -k * sum(g) / M - a * mean.
+                    let coef: Vec<(f32, f32, f32)> = (0..c)
+                        .map(|ch| {
+                            let k = gamma_values[ch] as f64 * inv_std[ch] as f64;
+                            let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
+                            let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
+                            (k as f32, a as f32, b as f32)
+                        })
+                        .collect();
+                    input_grad(x, dy, relu, (c, hw), &coef)
+                });
+                (dx, sum_g, sum_gx)
             })
-        })???;
+        })??;
         let to_tensor = |v: Vec<f64>| cpu::tensor(v.into_iter().map(|s| s as f32).collect(), &[c]);
         let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
         let dgamma = gamma.track_op().then(|| to_tensor(sum_gx)).transpose()?;
