@@ -215,34 +215,52 @@ fn input_grad(
     })
 }
 
+/// Per channel, `(k, a, b)` of `dx = k * g + a * x + b`: `k = gamma / sigma`,
+/// `a = -k * sum(g xhat) / (M sigma)`, `b = -k * sum(g) / M - a * mean`.
+fn input_grad_coefficients(
+    stats: &BatchStats,
+    inv_std: &[f32],
+    gamma: &[f32],
+    (sum_g, sum_gx): (&[f64], &[f64]),
+) -> Vec<(f32, f32, f32)> {
+    let count = stats.count as f64;
+    (0..gamma.len())
+        .map(|ch| {
+            let k = gamma[ch] as f64 * inv_std[ch] as f64;
+            let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
+            let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
+            (k as f32, a as f32, b as f32)
+        })
+        .collect()
+}
+
 struct BatchNormOp {
     eps: f64,
     relu: bool,
     stats: Arc<OnceLock<BatchStats>>,
 }
 
-impl BatchNormOp {
-    fn inv_std(&self, stats: &BatchStats) -> Vec<f32> {
-        stats
-            .var
-            .iter()
-            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
-            .collect()
-    }
+/// `1 / sqrt(var + eps)` per channel.
+fn inv_std(stats: &BatchStats, eps: f64) -> Vec<f32> {
+    stats
+        .var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect()
+}
 
-    /// Each channel's `y = x * scale + shift`; the backward recomputes it to the bit.
-    fn affine(&self, stats: &BatchStats, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
-        let inv_std = self.inv_std(stats);
-        (0..gamma.len())
-            .map(|ch| {
-                let scale = gamma[ch] * inv_std[ch];
-                Affine {
-                    scale,
-                    shift: beta[ch] - stats.mean[ch] * scale,
-                }
-            })
-            .collect()
-    }
+/// Each channel's `y = x * scale + shift`; the backward recomputes it to the bit.
+fn affine(stats: &BatchStats, eps: f64, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
+    let inv_std = inv_std(stats, eps);
+    (0..gamma.len())
+        .map(|ch| {
+            let scale = gamma[ch] * inv_std[ch];
+            Affine {
+                scale,
+                shift: beta[ch] - stats.mean[ch] * scale,
+            }
+        })
+        .collect()
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -274,7 +292,7 @@ impl CustomOp3 for BatchNormOp {
             );
         }
         let stats = batch_stats(x, dims);
-        let affine = self.affine(&stats, gamma, beta);
+        let affine = affine(&stats, self.eps, gamma, beta);
         let y = cpu::build(x.len(), |y| {
             y.par_chunks_mut(c * hw)
                 .zip(x.par_chunks(c * hw))
@@ -312,28 +330,19 @@ impl CustomOp3 for BatchNormOp {
             bail!("{name}: backward before forward");
         };
         let dims @ (_, c, hw) = channel_layout(x.dims())?;
-        let inv_std = self.inv_std(stats);
-        let count = stats.count as f64;
+        let inv_std = inv_std(stats, self.eps);
         let want_dx = x.track_op();
         let gamma_values = gamma.to_vec1::<f32>()?;
         // With the ReLU fused, the gradient reaching the norm is dy where y > 0, y recomputed
         // from x by the forward's own affine map.
-        let affine = self.affine(stats, &gamma_values, &beta.to_vec1::<f32>()?);
+        let affine = affine(stats, self.eps, &gamma_values, &beta.to_vec1::<f32>()?);
         let relu = self.relu.then_some(&affine[..]);
         let (dx, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, dy, |dy| {
                 let (sum_g, sum_gx) = grad_sums(x, dy, relu, dims, &stats.mean, &inv_std);
                 let dx = want_dx.then(|| {
-                    // dx = k * g + a * x + b per channel, with k = gamma / sigma,
-                    // a = -k * sum(g xhat) / (M sigma), b = -k * sum(g) / M - a * mean.
-                    let coef: Vec<(f32, f32, f32)> = (0..c)
-                        .map(|ch| {
-                            let k = gamma_values[ch] as f64 * inv_std[ch] as f64;
-                            let a = -k * sum_gx[ch] * inv_std[ch] as f64 / count;
-                            let b = -k * sum_g[ch] / count - a * stats.mean[ch] as f64;
-                            (k as f32, a as f32, b as f32)
-                        })
-                        .collect();
+                    let coef =
+                        input_grad_coefficients(stats, &inv_std, &gamma_values, (&sum_g, &sum_gx));
                     input_grad(x, dy, relu, (c, hw), &coef)
                 });
                 (dx, sum_g, sum_gx)
@@ -357,13 +366,7 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
-    let (n, _, hw) = channel_layout(x.dims())?;
-    if n * hw < 2 {
-        bail!(
-            "batch norm in training mode needs more than one value per channel, got input {:?}",
-            x.dims()
-        );
-    }
+    check_batch(x)?;
     let stats = Arc::new(OnceLock::new());
     let op = BatchNormOp {
         eps,
@@ -375,6 +378,220 @@ pub fn batch_norm_train(
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let stats = stats.get().cloned().expect("forward sets the statistics");
     Ok((y, stats))
+}
+
+/// `x` has more than one value per channel, as batch statistics need.
+fn check_batch(x: &Tensor) -> Result<()> {
+    let (n, _, hw) = channel_layout(x.dims())?;
+    if n * hw < 2 {
+        bail!(
+            "batch norm in training mode needs more than one value per channel, got input {:?}",
+            x.dims()
+        );
+    }
+    Ok(())
+}
+
+/// `(sum(g), sum(g * (x - m)))` over one row with `g = dz` where `z > 0` (else 0), in one pass
+/// that also writes `g`; f32 lanes, summed in f64.
+fn gated_row_sums(
+    dz: &[f32],
+    z: &[f32],
+    x: &[f32],
+    m: f32,
+    g: &mut [std::mem::MaybeUninit<f32>],
+) -> (f64, f64) {
+    let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
+    let rows = dz
+        .chunks(LANES)
+        .zip(z.chunks(LANES))
+        .zip(x.chunks(LANES))
+        .zip(g.chunks_mut(LANES));
+    for (((dz, z), x), g) in rows {
+        let lanes = acc_g.iter_mut().zip(acc_gx.iter_mut());
+        for ((((sg, sgx), &dz), &z), (&x, g)) in lanes.zip(dz).zip(z).zip(x.iter().zip(g)) {
+            let v = masked(dz, z);
+            g.write(v);
+            *sg += v;
+            *sgx += v * (x - m);
+        }
+    }
+    let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
+    (total(acc_g), total(acc_gx))
+}
+
+/// Batch norm of `x`, plus `shortcut`, then a ReLU: a residual block's tail as one op. Its third
+/// input holds `gamma` then `beta`.
+struct BatchNormAddReluOp {
+    eps: f64,
+    stats: Arc<OnceLock<BatchStats>>,
+}
+
+impl CustomOp3 for BatchNormAddReluOp {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let dims @ (_, c, hw) = channel_layout(xl.dims())?;
+        if sl.dims() != xl.dims() {
+            bail!(
+                "{name}: the input {:?} and the shortcut {:?} differ in shape",
+                xl.dims(),
+                sl.dims()
+            );
+        }
+        let (x, shortcut, params) = (
+            cpu::slice(name, xs, xl)?,
+            cpu::slice(name, ss, sl)?,
+            cpu::slice(name, ps, pl)?,
+        );
+        if params.len() != 2 * c {
+            bail!(
+                "{name}: {c} channels but {} scales and shifts (expected {})",
+                params.len(),
+                2 * c
+            );
+        }
+        let stats = batch_stats(x, dims);
+        let affine = affine(&stats, self.eps, &params[..c], &params[c..]);
+        let z = cpu::build(x.len(), |z| {
+            z.par_chunks_mut(c * hw)
+                .zip(x.par_chunks(c * hw).zip(shortcut.par_chunks(c * hw)))
+                .for_each(|(z_img, (x_img, s_img))| {
+                    let rows = z_img
+                        .chunks_exact_mut(hw)
+                        .zip(x_img.chunks_exact(hw).zip(s_img.chunks_exact(hw)));
+                    for (f, (z_row, (x_row, s_row))) in affine.iter().zip(rows) {
+                        for ((o, &v), &s) in z_row.iter_mut().zip(x_row).zip(s_row) {
+                            o.write((f.apply(v) + s).max(0.0));
+                        }
+                    }
+                })
+        });
+        if self.stats.set(stats).is_err() {
+            bail!("{name}: an op instance runs forward once");
+        }
+        Ok((CpuStorage::F32(z), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        shortcut: &Tensor,
+        params: &Tensor,
+        z: &Tensor,
+        dz: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let Some(stats) = self.stats.get() else {
+            bail!("{name}: backward before forward");
+        };
+        let (n, c, hw) = channel_layout(x.dims())?;
+        let inv_std = inv_std(stats, self.eps);
+        let gamma = params.to_vec1::<f32>()?[..c].to_vec();
+        let want_dx = x.track_op();
+        let per_task = n.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let (dx, g, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
+            cpu::with_slice(name, dz, |dz| {
+                cpu::with_slice(name, z, |z| {
+                    // g = dz where z > 0 is both the shortcut's gradient and the norm's output
+                    // gradient: written once, in the pass that sums it per channel.
+                    let image = c * hw;
+                    let mut partials = Vec::new();
+                    let g = cpu::build(x.len(), |g| {
+                        partials = g
+                            .par_chunks_mut(per_task * image)
+                            .zip(x.par_chunks(per_task * image))
+                            .zip(
+                                dz.par_chunks(per_task * image)
+                                    .zip(z.par_chunks(per_task * image)),
+                            )
+                            .map(|((g, x), (dz, z))| {
+                                let mut sums = vec![(0f64, 0f64); c];
+                                let rows = g
+                                    .chunks_mut(hw)
+                                    .zip(x.chunks(hw))
+                                    .zip(dz.chunks(hw).zip(z.chunks(hw)));
+                                for (row, ((g, x), (dz, z))) in rows.enumerate() {
+                                    let ch = row % c;
+                                    let (sg, sgx) = gated_row_sums(dz, z, x, stats.mean[ch], g);
+                                    sums[ch].0 += sg;
+                                    sums[ch].1 += sgx;
+                                }
+                                sums
+                            })
+                            .collect();
+                    });
+                    let mut sum_g = vec![0f64; c];
+                    let mut sum_gx = vec![0f64; c];
+                    for sums in partials {
+                        for (ch, (sg, sgx)) in sums.into_iter().enumerate() {
+                            sum_g[ch] += sg;
+                            sum_gx[ch] += sgx;
+                        }
+                    }
+                    for (s, &k) in sum_gx.iter_mut().zip(&inv_std) {
+                        *s *= k as f64;
+                    }
+                    let dx = want_dx.then(|| {
+                        let coef =
+                            input_grad_coefficients(stats, &inv_std, &gamma, (&sum_g, &sum_gx));
+                        input_grad(x, &g, None, (c, hw), &coef)
+                    });
+                    (dx, g, sum_g, sum_gx)
+                })
+            })
+        })???;
+        let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
+        let dshortcut = shortcut
+            .track_op()
+            .then(|| cpu::tensor(g, x.dims()))
+            .transpose()?;
+        let dparams = params
+            .track_op()
+            .then(|| {
+                let sums = sum_gx.iter().chain(&sum_g).map(|&s| s as f32).collect();
+                cpu::tensor(sums, &[2 * c])
+            })
+            .transpose()?;
+        Ok((dx, dshortcut, dparams))
+    }
+}
+
+/// `max(batch_norm(x) + shortcut, 0)`: a residual block's tail (training-mode batch norm with
+/// per-channel `gamma` and `beta`, the shortcut's sum and the ReLU) as one op on the CPU,
+/// differentiable in all four inputs. It saves the norm's separate output, the sum's pass and one
+/// gradient accumulation against [`batch_norm_train`] followed by [`add_relu`]. Returns the output
+/// and the batch statistics (for the caller's running averages).
+pub fn batch_norm_add_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    shortcut: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    check_batch(x)?;
+    let stats = Arc::new(OnceLock::new());
+    let op = BatchNormAddReluOp {
+        eps,
+        stats: stats.clone(),
+    };
+    let params = Tensor::cat(&[gamma, beta], 0)?;
+    let z = x
+        .contiguous()?
+        .apply_op3(&shortcut.contiguous()?, &params, op)?;
+    let stats = stats.get().cloned().expect("forward sets the statistics");
+    Ok((z, stats))
 }
 
 /// Elements per parallel task in elementwise kernels.

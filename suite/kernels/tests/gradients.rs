@@ -2,7 +2,7 @@
 //! strides, paddings and batch sizes (1 and odd ones included), plus finite differences for batch
 //! norm's fused backward.
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{Device, IndexOp, Result, Tensor, Var};
 use kernels::ConvAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -217,6 +217,49 @@ fn batch_norm_matches_stock_with_and_without_relu() {
             }
         }
     }
+}
+
+#[test]
+fn batch_norm_add_relu_matches_stock_in_all_four_inputs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (n, c, h, w) in [(1, 3, 5, 5), (4, 16, 8, 8), (3, 5, 7, 3), (2, 3, 1, 9)] {
+        let x = random(&[n, c, h, w], &mut rng).affine(3.0, 20.0).unwrap();
+        let gamma = random(&[c], &mut rng);
+        let beta = random(&[c], &mut rng);
+        let shortcut = random(&[n, c, h, w], &mut rng);
+        let probe = random(&[n, c, h, w], &mut rng);
+        let inputs = [&x, &gamma, &beta, &shortcut];
+        let (z, g) = output_and_grads(&inputs, &probe, |t| {
+            Ok(kernels::batch_norm_add_relu(&t[0], &t[1], &t[2], &t[3], 1e-5)?.0)
+        });
+        let (sz, sg) = output_and_grads(&inputs, &probe, |t| {
+            (stock_batch_norm(&t[0], &t[1], &t[2], false)? + &t[3])?.relu()
+        });
+        let case = format!("{n}x{c}x{h}x{w}");
+        assert!(
+            rel_diff(&z, &sz) < 1e-5,
+            "{case}: output {}",
+            rel_diff(&z, &sz)
+        );
+        for (i, name) in ["dx", "dgamma", "dbeta", "dshortcut"].iter().enumerate() {
+            let d = rel_diff(&g[i], &sg[i]);
+            assert!(d < 1e-4, "{case}: {name} {d}");
+        }
+    }
+    let x = random(&[2, 3, 4, 4], &mut rng);
+    let err = kernels::batch_norm_add_relu(
+        &x,
+        &x.i((0, .., 0, 0)).unwrap(),
+        &x.i((0, .., 0, 0)).unwrap(),
+        &x.i(0).unwrap(),
+        1e-5,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("shortcut") && err.contains("[3, 4, 4]"),
+        "{err}"
+    );
 }
 
 #[test]

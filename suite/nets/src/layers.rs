@@ -1,7 +1,7 @@
 //! The layers of a ResNet, each able to report its parameters and multiply-adds for a given input
 //! shape, so counts come from the same module graph that runs.
 
-use candle_core::{D, DType, Result, Tensor, Var};
+use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::init::Init;
 use candle_nn::{ModuleT, VarBuilder};
 
@@ -244,12 +244,28 @@ impl BatchNorm {
         }
         let (ys, stats) =
             ::kernels::batch_norm_train(xs, &self.weight, &self.bias, self.eps, relu)?;
-        let channels = stats.mean.len();
-        let mean = Tensor::from_vec(stats.mean.clone(), channels, xs.device())?;
-        let var = Tensor::from_vec(stats.unbiased_var(), channels, xs.device())?;
-        self.update_running(&self.running_mean, &mean)?;
-        self.update_running(&self.running_var, &var)?;
+        self.update_running_from(&stats, xs.device())?;
         Ok(ys)
+    }
+
+    /// Training mode, plus `shortcut`, then a ReLU: a residual block's tail, one op with the fast
+    /// kernels.
+    pub fn forward_train_add_relu(&self, xs: &Tensor, shortcut: &Tensor) -> Result<Tensor> {
+        if !self.kernels.fast_for(xs) || xs.dims() != shortcut.dims() {
+            return (self.forward_train(xs, false)? + shortcut)?.relu();
+        }
+        let (ys, stats) =
+            ::kernels::batch_norm_add_relu(xs, &self.weight, &self.bias, shortcut, self.eps)?;
+        self.update_running_from(&stats, xs.device())?;
+        Ok(ys)
+    }
+
+    fn update_running_from(&self, stats: &::kernels::BatchStats, device: &Device) -> Result<()> {
+        let channels = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean.clone(), channels, device)?;
+        let var = Tensor::from_vec(stats.unbiased_var(), channels, device)?;
+        self.update_running(&self.running_mean, &mean)?;
+        self.update_running(&self.running_var, &var)
     }
 
     fn forward_train_stock(&self, xs: &Tensor) -> Result<Tensor> {
@@ -337,6 +353,12 @@ impl ConvBn {
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.conv.kernels = kernels;
         self.bn.kernels = kernels;
+    }
+
+    /// Training mode: conv, BN, plus `shortcut`, then a ReLU (a residual block's last unit).
+    pub fn forward_train_add_relu(&self, xs: &Tensor, shortcut: &Tensor) -> Result<Tensor> {
+        let ys = xs.apply(&self.conv)?;
+        self.bn.forward_train_add_relu(&ys, shortcut)
     }
 
     /// Conv, BN, and a ReLU when `relu` is set.

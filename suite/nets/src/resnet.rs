@@ -192,6 +192,16 @@ impl Block {
 
     fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let last = self.units.len() - 1;
+        if let (Some(path), true, false) = (&self.shortcut, train, taps.enabled) {
+            // The last unit's norm, the sum and the ReLU as one op; taps need the norm's own
+            // output, so they take the path below.
+            let mut ys = xs.clone();
+            for unit in &self.units[..last] {
+                ys = unit.forward_act(&ys, train, true)?;
+            }
+            let shortcut = path.forward(xs, train, self.kernels())?;
+            return self.units[last].forward_train_add_relu(&ys, &shortcut);
+        }
         let mut ys = xs.clone();
         for (i, unit) in self.units.iter().enumerate() {
             // A plain block's last ReLU fuses into its BN; a residual block's comes after the sum.
