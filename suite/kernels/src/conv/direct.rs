@@ -104,12 +104,15 @@ fn is_phase_split(g: &Conv2dGeometry) -> bool {
         && g.out_w * g.stride == g.width
 }
 
-/// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: a
-/// same or phase-split conv, a CPU with the vector units, and a patch of at most 256 channels of
-/// 3x3. Above that, a tile's inputs outgrow the L1 cache and the GEMM path, whose packing is then
-/// amortised, measured faster (`suite bench op` at ResNet-50's 512-channel 7x7 shape).
+/// Whether the forward pass of `g` (or an input gradient computed as one) takes this path: a CPU
+/// with the vector units, and a same conv with a patch of at most 256 channels of 3x3 or a
+/// phase-split one with at most 64. Above that, a tile's inputs outgrow the L1 cache and the GEMM
+/// path, whose packing is then amortised, measured faster (`suite bench op` at ResNet-50's
+/// 512-channel 7x7 shape, and its strided 128- and 256-channel convs, where the phase split's
+/// extra copy also counts).
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    (is_same(g) || is_phase_split(g)) && g.patch_len() <= 256 * 9 && simd().is_some()
+    let limit = if is_phase_split(g) { 64 * 9 } else { 256 * 9 };
+    (is_same(g) || is_phase_split(g)) && g.patch_len() <= limit && simd().is_some()
 }
 
 /// Whether the weight gradient of `g` takes this path: as [`applies`], with patches of at most 64
