@@ -11,10 +11,12 @@
 //! space and transposed in channels, padded by `k - 1 - p`: it runs as a forward pass, which avoids
 //! col2im's scattered additions.
 //!
-//! "Same" stride-1 convs (all of a CIFAR net's 3x3 convs but the two that halve the map, and
-//! ResNet-50's 3x3 convs up to 256 channels) take the direct path instead on CPUs with AVX2 or
-//! AVX-512, where it measured faster: no column matrix is built. [`ConvAlgorithm`] picks a path
-//! explicitly, for checks and benchmarks; `RESNET_REPRO_MAX_ISA` caps the vector width.
+//! "Same" stride-1 convs (a CIFAR net's 3x3 convs and ResNet-50's up to 256 channels) and strided
+//! 3x3 convs up to 64 channels (the two that halve a CIFAR net's map) take the direct path instead
+//! on CPUs with AVX2 or AVX-512, where it measured faster: no column matrix is built.
+//! [`ConvAlgorithm`] picks a path explicitly, for checks and benchmarks; `RESNET_REPRO_MAX_ISA`
+//! caps the vector width. [`ConvPasses`] runs each pass on plain slices, outside candle's autograd,
+//! for benchmarks that time one pass alone.
 //!
 //! Work is split over the batch (each task owns a run of images and its own im2col buffer, so
 //! buffers stay in cache and writes never overlap); a 1x1 stride-1 conv uses the image itself as
@@ -306,33 +308,47 @@ fn transposed_conv(g: &Conv2dGeometry, w: &[f32]) -> Option<(Conv2dGeometry, Vec
     (geometry.out_h == g.height && geometry.out_w == g.width).then_some((geometry, flipped))
 }
 
-/// Both gradients, each when wanted: the weight gradient directly or by im2col; the input gradient
-/// as a forward conv where the stride allows, else by col2im in the same walk over the batch.
+/// The weight gradient, directly or by im2col.
+fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32], algorithm: ConvAlgorithm) -> Vec<f32> {
+    if algorithm.direct_weight_grad(g) {
+        direct::weight_grad(g, x, dy)
+    } else {
+        backward_by_columns(g, x, &[], dy, None, true).expect("the weight gradient was asked for")
+    }
+}
+
+/// The input gradient as forward passes, where the geometry allows: a stride-1 conv's is one
+/// (see [`transposed_conv`]), a phase-split strided one's one per phase. `None` for the rest,
+/// whose input gradient takes col2im.
+fn input_grad_by_forward(
+    g: &Conv2dGeometry,
+    w: &[f32],
+    dy: &[f32],
+    algorithm: ConvAlgorithm,
+) -> Option<Vec<f32>> {
+    if let Some((tg, flipped)) = transposed_conv(g, w) {
+        return Some(forward(&tg, dy, &flipped, algorithm));
+    }
+    // A strided conv split into phase planes (stride 1 was handled above).
+    algorithm
+        .direct(g)
+        .then(|| direct::strided_input_grad(g, w, dy))
+}
+
+/// Both gradients, each when wanted: the input gradient as forward passes where the geometry
+/// allows, else by col2im in the same walk over the batch as the weight gradient's im2col.
 fn backward(
     g: &Conv2dGeometry,
     (x, w, dy): (&[f32], &[f32], &[f32]),
     (want_dx, want_dw): (bool, bool),
     algorithm: ConvAlgorithm,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let weight_grad = || {
-        if !want_dw {
-            None
-        } else if algorithm.direct_weight_grad(g) {
-            Some(direct::weight_grad(g, x, dy))
-        } else {
-            backward_by_columns(g, x, w, dy, None, true)
-        }
-    };
+    let dw = || want_dw.then(|| weight_grad(g, x, dy, algorithm));
     if !want_dx {
-        return (None, weight_grad());
+        return (None, dw());
     }
-    if let Some((tg, flipped)) = transposed_conv(g, w) {
-        let dx = forward(&tg, dy, &flipped, algorithm);
-        return (Some(dx), weight_grad());
-    }
-    if algorithm.direct(g) {
-        // A strided conv split into phase planes (stride 1 was handled above).
-        return (Some(direct::strided_input_grad(g, w, dy)), weight_grad());
+    if let Some(dx) = input_grad_by_forward(g, w, dy, algorithm) {
+        return (Some(dx), dw());
     }
     let mut dx = vec![0.0; g.batch * g.image_len()];
     let dw = backward_by_columns(g, x, w, dy, Some(&mut dx), want_dw);
@@ -340,6 +356,7 @@ fn backward(
 }
 
 /// Both gradients in one walk over the batch; `dx` is `Some` (zeroed, input-sized) when wanted.
+/// `x` is read only for the weight gradient and `w` only for the input gradient.
 fn backward_by_columns(
     g: &Conv2dGeometry,
     x: &[f32],
@@ -413,6 +430,56 @@ fn backward_by_columns(
         }
     }
     Some(dw)
+}
+
+/// A convolution's three passes on plain slices (NCHW input, OIHW weight, output-shaped gradient),
+/// outside candle's autograd: what a benchmark times to see one pass alone.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPasses {
+    pub geometry: Conv2dGeometry,
+    pub algorithm: ConvAlgorithm,
+}
+
+impl ConvPasses {
+    fn check(&self, what: &str, len: usize, expected: usize) -> Result<()> {
+        if len != expected {
+            bail!(
+                "conv2d passes: {what} holds {len} values, expected {expected} for {:?}",
+                self.geometry
+            );
+        }
+        Ok(())
+    }
+
+    /// `y = conv(x, w)`.
+    pub fn forward(&self, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+        let g = &self.geometry;
+        self.check("the input", x.len(), g.batch * g.image_len())?;
+        self.check("the weight", w.len(), g.c_out * g.patch_len())?;
+        Ok(forward(g, x, w, self.algorithm))
+    }
+
+    /// The input gradient `dx` for the output gradient `dy`.
+    pub fn input_grad(&self, w: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
+        let g = &self.geometry;
+        self.check("the weight", w.len(), g.c_out * g.patch_len())?;
+        self.check("the output gradient", dy.len(), g.batch * g.output_len())?;
+        Ok(
+            input_grad_by_forward(g, w, dy, self.algorithm).unwrap_or_else(|| {
+                let mut dx = vec![0.0; g.batch * g.image_len()];
+                backward_by_columns(g, &[], w, dy, Some(&mut dx), false);
+                dx
+            }),
+        )
+    }
+
+    /// The weight gradient `dW` for the input `x` and output gradient `dy`.
+    pub fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
+        let g = &self.geometry;
+        self.check("the input", x.len(), g.batch * g.image_len())?;
+        self.check("the output gradient", dy.len(), g.batch * g.output_len())?;
+        Ok(weight_grad(g, x, dy, self.algorithm))
+    }
 }
 
 struct Conv2dOp {

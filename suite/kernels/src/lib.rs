@@ -36,7 +36,7 @@ mod memory;
 mod norm;
 mod pool;
 
-pub use conv::{Conv2dGeometry, ConvAlgorithm, MAX_ISA_VAR, conv2d, conv2d_with};
+pub use conv::{Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_with};
 pub use memory::keep_freed_memory;
 pub use norm::{BatchStats, add_relu, batch_norm_add_relu, batch_norm_train, relu};
 pub use pool::{max_pool2d, subsample_pad};

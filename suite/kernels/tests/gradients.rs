@@ -143,6 +143,42 @@ fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
 }
 
 #[test]
+fn conv_passes_alone_match_the_op_and_check_their_slices() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for (n, c, size, o, k, s, p) in [
+        (3, 8, 16, 8, 3, 1, 1),
+        (2, 16, 16, 32, 3, 2, 1),
+        (2, 4, 9, 6, 3, 2, 1),
+    ] {
+        let x = random(&[n, c, size, size], &mut rng);
+        let w = random(&[o, c, k, k], &mut rng);
+        let probe = random(x.conv2d(&w, p, s, 1, 1).unwrap().dims(), &mut rng);
+        let (y, g) = output_and_grads(&[&x, &w], &probe, |t| kernels::conv2d(&t[0], &t[1], p, s));
+        let geometry = kernels::Conv2dGeometry::new(x.dims(), w.dims(), s, p).unwrap();
+        let passes = kernels::ConvPasses {
+            geometry,
+            algorithm: ConvAlgorithm::Auto,
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (xs, ws, dys) = (flat(&x), flat(&w), flat(&probe));
+        let case = format!("n{n} c{c} {size}x{size} -> {o} k{k} s{s} p{p}");
+        assert_eq!(passes.forward(&xs, &ws).unwrap(), flat(&y), "{case}: y");
+        assert_eq!(
+            passes.input_grad(&ws, &dys).unwrap(),
+            flat(&g[0]),
+            "{case}: dx"
+        );
+        assert_eq!(
+            passes.weight_grad(&xs, &dys).unwrap(),
+            flat(&g[1]),
+            "{case}: dw"
+        );
+        let err = passes.forward(&xs[1..], &ws).unwrap_err().to_string();
+        assert!(err.contains("the input holds"), "{err}");
+    }
+}
+
+#[test]
 fn conv2d_skips_the_input_gradient_of_a_constant_input() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x = random(&[2, 3, 6, 6], &mut rng);

@@ -243,6 +243,40 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         flops,
     });
 
+    if args.kernels == Kernels::Fast {
+        // Each pass alone on plain slices: the rows above include candle's autograd around the op
+        // (a reduction, a broadcast and a zero-tensor accumulation), these do not.
+        let passes = kernels::ConvPasses {
+            geometry,
+            algorithm: kernels::ConvAlgorithm::Auto,
+        };
+        let (xs, ws) = (
+            x.flatten_all()?.to_vec1::<f32>()?,
+            w.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let dys = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let ms = median_seconds(r, || passes.forward(&xs, &ws).map(drop))?;
+        rows.push(OpRow {
+            op: "conv forward, pass alone",
+            ms,
+            flops,
+        });
+        let ms = median_seconds(r, || passes.input_grad(&ws, &dys).map(drop))?;
+        rows.push(OpRow {
+            op: "conv input gradient, pass alone",
+            ms,
+            flops,
+        });
+        let ms = median_seconds(r, || passes.weight_grad(&xs, &dys).map(drop))?;
+        rows.push(OpRow {
+            op: "conv weight gradient, pass alone",
+            ms,
+            flops,
+        });
+    }
+
     let vars = VarMap::new();
     let mut bn = BatchNorm::new(c, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
     bn.kernels = args.kernels;
