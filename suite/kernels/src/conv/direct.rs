@@ -757,7 +757,7 @@ mod kernels {
     /// their sums.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn weight_tile<S: Vector, const NK: usize, const VECTORS: usize>(
+    unsafe fn weight_tile<S: Vector, const NK: usize>(
         layout: &Layout,
         taps: &Taps,
         (x, dy, images): (*const f32, *const f32, usize),
@@ -783,11 +783,8 @@ mod kernels {
             let mut acc = [[S::zero(); NK]; MR];
             for i in 0..images {
                 let (g, xi) = (dy.add(i * output_len), x.add(i * image_len));
-                // A fixed count (small maps) unrolls the loop and keeps its masks in registers
-                // across images; 0 means the plane's own count.
-                let vectors = if VECTORS > 0 { VECTORS } else { taps.vectors };
                 let mut v = 0;
-                while v < vectors {
+                while v < taps.vectors {
                     let mask = *masks.add(v * t + tap);
                     let q = v * S::LANES;
                     let mut gv = [S::zero(); MR];
@@ -850,21 +847,17 @@ mod kernels {
             for ci0 in (0..layout.c_in).step_by(NK) {
                 for (tap, &offset) in taps.offsets.iter().enumerate() {
                     let at = (co0 * t + tap) * ci_round + ci0;
-                    let args = (tap, offset);
-                    let (tile, sums) = ((co0, ci0), unsafe { s.add(at) });
-                    let stride = t * ci_round;
                     unsafe {
-                        match taps.vectors {
-                            4 => weight_tile::<S, NK, 4>(
-                                layout, taps, data, masks, args, tile, sums, stride,
-                            ),
-                            8 => weight_tile::<S, NK, 8>(
-                                layout, taps, data, masks, args, tile, sums, stride,
-                            ),
-                            _ => weight_tile::<S, NK, 0>(
-                                layout, taps, data, masks, args, tile, sums, stride,
-                            ),
-                        }
+                        weight_tile::<S, NK>(
+                            layout,
+                            taps,
+                            data,
+                            masks,
+                            (tap, offset),
+                            (co0, ci0),
+                            s.add(at),
+                            t * ci_round,
+                        )
                     };
                 }
             }
