@@ -67,11 +67,13 @@ struct TrainArgs {
 const OP_EXAMPLES: &str = "\
 Examples:
   suite bench op --batch 128 --channels 16 --size 32
+  suite bench op --batch 128 --channels 32 --size 16 --stride 2
   suite bench op --batch 16 --channels 64 --size 56 --kernels stock --json";
 
 /// Per-op timings with GFLOP/s at one activation shape (batch x channels x size x size): a 3x3
-/// conv's forward, input gradient and weight gradient, batch norm forward+backward, ReLU, the 3x3/2
-/// max pool, and a large sgemm for reference.
+/// conv's forward, input gradient and weight gradient (through candle's autograd, and with the fast
+/// kernels each pass alone), batch norm forward+backward, ReLU, the 3x3/2 max pool, and a large
+/// sgemm for reference.
 #[derive(Debug, clap::Args)]
 #[command(after_help = OP_EXAMPLES)]
 struct OpArgs {
