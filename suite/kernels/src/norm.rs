@@ -420,6 +420,49 @@ fn gated_row_sums(
     (total(acc_g), total(acc_gx))
 }
 
+/// `g = dz` where `z > 0` (else 0), which is both the shortcut's gradient and the norm's output
+/// gradient, with the per-channel `sum(g)` and `sum(g * (x - mean))`: written and summed in one
+/// pass, parallel over runs of images.
+fn gated_grad_sums(
+    x: &[f32],
+    dz: &[f32],
+    z: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    mean: &[f32],
+) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+    let run = n.div_ceil(rayon::current_num_threads() * 4).max(1) * c * hw;
+    let mut partials: Vec<Vec<(f64, f64)>> = Vec::new();
+    let g = cpu::build(x.len(), |g| {
+        partials = g
+            .par_chunks_mut(run)
+            .zip(x.par_chunks(run))
+            .zip(dz.par_chunks(run).zip(z.par_chunks(run)))
+            .map(|((g, x), (dz, z))| {
+                let mut sums = vec![(0f64, 0f64); c];
+                let rows = g
+                    .chunks_mut(hw)
+                    .zip(x.chunks(hw))
+                    .zip(dz.chunks(hw).zip(z.chunks(hw)));
+                for (row, ((g, x), (dz, z))) in rows.enumerate() {
+                    let ch = row % c;
+                    let (sg, sgx) = gated_row_sums(dz, z, x, mean[ch], g);
+                    sums[ch].0 += sg;
+                    sums[ch].1 += sgx;
+                }
+                sums
+            })
+            .collect();
+    });
+    let (mut sum_g, mut sum_gx) = (vec![0f64; c], vec![0f64; c]);
+    for sums in partials {
+        for (ch, (sg, sgx)) in sums.into_iter().enumerate() {
+            sum_g[ch] += sg;
+            sum_gx[ch] += sgx;
+        }
+    }
+    (g, sum_g, sum_gx)
+}
+
 /// Batch norm of `x`, plus `shortcut`, then a ReLU: a residual block's tail as one op. Its third
 /// input holds `gamma` then `beta`.
 struct BatchNormAddReluOp {
@@ -500,46 +543,10 @@ impl CustomOp3 for BatchNormAddReluOp {
         let inv_std = inv_std(stats, self.eps);
         let gamma = params.to_vec1::<f32>()?[..c].to_vec();
         let want_dx = x.track_op();
-        let per_task = n.div_ceil(rayon::current_num_threads() * 4).max(1);
         let (dx, g, sum_g, sum_gx) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, dz, |dz| {
                 cpu::with_slice(name, z, |z| {
-                    // g = dz where z > 0 is both the shortcut's gradient and the norm's output
-                    // gradient: written once, in the pass that sums it per channel.
-                    let image = c * hw;
-                    let mut partials = Vec::new();
-                    let g = cpu::build(x.len(), |g| {
-                        partials = g
-                            .par_chunks_mut(per_task * image)
-                            .zip(x.par_chunks(per_task * image))
-                            .zip(
-                                dz.par_chunks(per_task * image)
-                                    .zip(z.par_chunks(per_task * image)),
-                            )
-                            .map(|((g, x), (dz, z))| {
-                                let mut sums = vec![(0f64, 0f64); c];
-                                let rows = g
-                                    .chunks_mut(hw)
-                                    .zip(x.chunks(hw))
-                                    .zip(dz.chunks(hw).zip(z.chunks(hw)));
-                                for (row, ((g, x), (dz, z))) in rows.enumerate() {
-                                    let ch = row % c;
-                                    let (sg, sgx) = gated_row_sums(dz, z, x, stats.mean[ch], g);
-                                    sums[ch].0 += sg;
-                                    sums[ch].1 += sgx;
-                                }
-                                sums
-                            })
-                            .collect();
-                    });
-                    let mut sum_g = vec![0f64; c];
-                    let mut sum_gx = vec![0f64; c];
-                    for sums in partials {
-                        for (ch, (sg, sgx)) in sums.into_iter().enumerate() {
-                            sum_g[ch] += sg;
-                            sum_gx[ch] += sgx;
-                        }
-                    }
+                    let (g, sum_g, mut sum_gx) = gated_grad_sums(x, dz, z, (n, c, hw), &stats.mean);
                     for (s, &k) in sum_gx.iter_mut().zip(&inv_std) {
                         *s *= k as f64;
                     }
