@@ -1,6 +1,6 @@
 //! 2-D convolution (NCHW input, OIHW weight, square stride and zero padding, no bias): "same"
-//! stride-1 convs directly from the planes with vector kernels ([`direct`]), the rest as per-image
-//! GEMMs over an im2col buffer.
+//! stride-1 convs and small strided 3x3 convs directly from the planes with vector kernels
+//! ([`direct`]), the rest as per-image GEMMs over an im2col buffer.
 //!
 //! For the GEMM path, image `n`, with `K = c_in * kh * kw` and `P = oh * ow`:
 //! - forward: `y[n] (c_out x P) = W (c_out x K) * cols(x[n]) (K x P)`;

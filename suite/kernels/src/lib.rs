@@ -1,11 +1,13 @@
 //! Fast CPU training kernels for candle, each a custom op with its own backward pass:
 //!
 //! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) parallel over the
-//!   batch; "same" stride-1 convs computed directly from the NCHW planes with AVX2/AVX-512 register
-//!   tiles and masked loads (no im2col, no padding copy), others as per-image GEMMs over an im2col
-//!   buffer; the input gradient is skipped where nothing upstream needs it.
+//!   batch; "same" stride-1 convs and small strided 3x3 convs (on phase planes) computed directly
+//!   from the NCHW planes with AVX2/AVX-512 register tiles and masked loads (no im2col, no padding
+//!   copy), others as per-image GEMMs over an im2col buffer; the input gradient is skipped where
+//!   nothing upstream needs it. [`ConvPasses`] runs each pass alone on plain slices, for benchmarks.
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
-//!   it, with the batch statistics computed in one pass and a fused backward.
+//!   it, with the batch statistics computed in one pass and a fused backward;
+//!   [`batch_norm_add_relu`]: a residual block's last batch norm, shortcut sum and ReLU as one op.
 //! - [`max_pool2d`] (ImageNet's 3x3/2 stem pool) and [`subsample_pad`] (option A's shortcut):
 //!   one pass each way, the pool's gradient going to the first maximum as in PyTorch.
 //! - [`relu`] and [`add_relu`] (a residual block's `relu(F(x) + x)`): one pass forward, one pass
