@@ -121,7 +121,7 @@ impl Conv2dGeometry {
     }
 
     /// Columns of the column matrix: one per output position.
-    fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         self.out_h * self.out_w
     }
 
@@ -254,7 +254,12 @@ fn columns<'a>(g: &Conv2dGeometry, image: &'a [f32], buffer: &'a mut [f32]) -> &
     }
 }
 
-fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32], algorithm: ConvAlgorithm) -> Vec<f32> {
+pub(crate) fn forward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    algorithm: ConvAlgorithm,
+) -> Vec<f32> {
     if algorithm.direct(g) {
         return direct::forward(g, x, w);
     }
@@ -337,7 +342,7 @@ fn input_grad_by_forward(
 
 /// Both gradients, each when wanted: the input gradient as forward passes where the geometry
 /// allows, else by col2im in the same walk over the batch as the weight gradient's im2col.
-fn backward(
+pub(crate) fn backward(
     g: &Conv2dGeometry,
     (x, w, dy): (&[f32], &[f32], &[f32]),
     (want_dx, want_dw): (bool, bool),

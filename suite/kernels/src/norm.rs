@@ -41,7 +41,7 @@ impl BatchStats {
 }
 
 /// (N, C, spatial) of an input with at least two dimensions.
-fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
+pub(crate) fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
     match dims {
         [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
         _ => bail!("batch norm: expected an input of shape (N, C, ...), got {dims:?}"),
@@ -74,7 +74,7 @@ fn channel_rows(
     (0..n).map(move |img| &data[(img * c + ch) * hw..][..hw])
 }
 
-fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
+pub(crate) fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
     let (n, c, hw) = dims;
     let count = n * hw;
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
@@ -104,7 +104,7 @@ fn masked(g: f32, y: f32) -> f32 {
 
 /// A channel's normalisation as the forward computes it, `y = x * scale + shift`.
 #[derive(Debug, Clone, Copy)]
-struct Affine {
+pub(crate) struct Affine {
     scale: f32,
     shift: f32,
 }
@@ -180,7 +180,7 @@ fn grad_sums(
 }
 
 /// `dx = k * g + a * x + b` with per-channel `(k, a, b)` and `g` the (masked) output gradient.
-fn input_grad(
+pub(crate) fn input_grad(
     x: &[f32],
     dy: &[f32],
     relu: Option<&[Affine]>,
@@ -217,7 +217,7 @@ fn input_grad(
 
 /// Per channel, `(k, a, b)` of `dx = k * g + a * x + b`: `k = gamma / sigma`,
 /// `a = -k * sum(g xhat) / (M sigma)`, `b = -k * sum(g) / M - a * mean`.
-fn input_grad_coefficients(
+pub(crate) fn input_grad_coefficients(
     stats: &BatchStats,
     inv_std: &[f32],
     gamma: &[f32],
@@ -241,7 +241,7 @@ struct BatchNormOp {
 }
 
 /// `1 / sqrt(var + eps)` per channel.
-fn inv_std(stats: &BatchStats, eps: f64) -> Vec<f32> {
+pub(crate) fn inv_std(stats: &BatchStats, eps: f64) -> Vec<f32> {
     stats
         .var
         .iter()
@@ -250,7 +250,7 @@ fn inv_std(stats: &BatchStats, eps: f64) -> Vec<f32> {
 }
 
 /// Each channel's `y = x * scale + shift`; the backward recomputes it to the bit.
-fn affine(stats: &BatchStats, eps: f64, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
+pub(crate) fn affine(stats: &BatchStats, eps: f64, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
     let inv_std = inv_std(stats, eps);
     (0..gamma.len())
         .map(|ch| {
@@ -261,6 +261,43 @@ fn affine(stats: &BatchStats, eps: f64, gamma: &[f32], beta: &[f32]) -> Vec<Affi
             }
         })
         .collect()
+}
+
+/// `affine(x)` per channel, plus `shortcut` when given, then a ReLU when `relu` is set: the
+/// normalising pass, parallel over images.
+pub(crate) fn normalize(
+    x: &[f32],
+    (c, hw): (usize, usize),
+    affine: &[Affine],
+    shortcut: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    cpu::build(x.len(), |y| {
+        y.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw))
+            .enumerate()
+            .for_each(|(img, (y_img, x_img))| {
+                let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
+                for (ch, (f, (y_row, x_row))) in affine.iter().zip(rows).enumerate() {
+                    let pairs = y_row.iter_mut().zip(x_row);
+                    match (shortcut, relu) {
+                        (Some(s), _) => {
+                            let s_row = &s[(img * c + ch) * hw..][..hw];
+                            for ((o, &v), &s) in pairs.zip(s_row) {
+                                let z = f.apply(v) + s;
+                                o.write(if relu { z.max(0.0) } else { z });
+                            }
+                        }
+                        (None, true) => pairs.for_each(|(o, &v)| {
+                            o.write(f.apply(v).max(0.0));
+                        }),
+                        (None, false) => pairs.for_each(|(o, &v)| {
+                            o.write(f.apply(v));
+                        }),
+                    }
+                }
+            })
+    })
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -293,24 +330,7 @@ impl CustomOp3 for BatchNormOp {
         }
         let stats = batch_stats(x, dims);
         let affine = affine(&stats, self.eps, gamma, beta);
-        let y = cpu::build(x.len(), |y| {
-            y.par_chunks_mut(c * hw)
-                .zip(x.par_chunks(c * hw))
-                .for_each(|(y_img, x_img)| {
-                    let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
-                    for (f, (y_row, x_row)) in affine.iter().zip(rows) {
-                        if self.relu {
-                            for (o, &v) in y_row.iter_mut().zip(x_row) {
-                                o.write(f.apply(v).max(0.0));
-                            }
-                        } else {
-                            for (o, &v) in y_row.iter_mut().zip(x_row) {
-                                o.write(f.apply(v));
-                            }
-                        }
-                    }
-                })
-        });
+        let y = normalize(x, (c, hw), &affine, None, self.relu);
         if self.stats.set(stats).is_err() {
             bail!("{name}: an op instance runs forward once");
         }
@@ -381,7 +401,7 @@ pub fn batch_norm_train(
 }
 
 /// `x` has more than one value per channel, as batch statistics need.
-fn check_batch(x: &Tensor) -> Result<()> {
+pub(crate) fn check_batch(x: &Tensor) -> Result<()> {
     let (n, _, hw) = channel_layout(x.dims())?;
     if n * hw < 2 {
         bail!(
@@ -423,7 +443,7 @@ fn gated_row_sums(
 /// `g = dz` where `z > 0` (else 0), which is both the shortcut's gradient and the norm's output
 /// gradient, with the per-channel `sum(g)` and `sum(g * (x - mean))`: written and summed in one
 /// pass, parallel over runs of images.
-fn gated_grad_sums(
+pub(crate) fn gated_grad_sums(
     x: &[f32],
     dz: &[f32],
     z: &[f32],
@@ -507,20 +527,7 @@ impl CustomOp3 for BatchNormAddReluOp {
         }
         let stats = batch_stats(x, dims);
         let affine = affine(&stats, self.eps, &params[..c], &params[c..]);
-        let z = cpu::build(x.len(), |z| {
-            z.par_chunks_mut(c * hw)
-                .zip(x.par_chunks(c * hw).zip(shortcut.par_chunks(c * hw)))
-                .for_each(|(z_img, (x_img, s_img))| {
-                    let rows = z_img
-                        .chunks_exact_mut(hw)
-                        .zip(x_img.chunks_exact(hw).zip(s_img.chunks_exact(hw)));
-                    for (f, (z_row, (x_row, s_row))) in affine.iter().zip(rows) {
-                        for ((o, &v), &s) in z_row.iter_mut().zip(x_row).zip(s_row) {
-                            o.write((f.apply(v) + s).max(0.0));
-                        }
-                    }
-                })
-        });
+        let z = normalize(x, (c, hw), &affine, Some(shortcut), true);
         if self.stats.set(stats).is_err() {
             bail!("{name}: an op instance runs forward once");
         }

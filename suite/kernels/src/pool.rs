@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::cpu;
 
-fn dims4(op: &str, dims: &[usize]) -> Result<[usize; 4]> {
+pub(crate) fn dims4(op: &str, dims: &[usize]) -> Result<[usize; 4]> {
     match dims {
         &[n, c, h, w] => Ok([n, c, h, w]),
         _ => bail!("{op}: expected an (N, C, H, W) input, got {dims:?}"),
@@ -132,52 +132,77 @@ impl CustomOp1 for SubsamplePadOp {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let [n, c, h, w] = dims4(self.name(), xl.dims())?;
+        let dims @ [n, c, h, w] = dims4(self.name(), xl.dims())?;
         let x = cpu::slice(self.name(), xs, xl)?;
         let s = self.stride;
-        let (oh, ow, oc) = (h.div_ceil(s), w.div_ceil(s), c + self.extra);
-        let mut y = vec![0f32; n * oc * oh * ow];
-        y.par_chunks_mut(oc * oh * ow)
-            .zip(x.par_chunks(c * h * w))
-            .for_each(|(y, x)| {
-                for (out, plane) in y.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)) {
-                    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
-                        let src = &plane[oy * s * w..][..w];
-                        for (o, v) in row.iter_mut().zip(src.iter().step_by(s)) {
-                            *o = *v;
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(y), Shape::from((n, oc, oh, ow))))
+        let y = subsample_pad_values(x, dims, s, c + self.extra);
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((n, c + self.extra, h.div_ceil(s), w.div_ceil(s))),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         if !x.track_op() {
             return Ok(None);
         }
-        let [_, c, h, w] = dims4(self.name(), x.dims())?;
-        let [_, oc, oh, ow] = dims4(self.name(), dy.dims())?;
-        let s = self.stride;
+        let dims = dims4(self.name(), x.dims())?;
         let dx = cpu::with_slice(self.name(), dy, |dy| {
             let mut dx = vec![0f32; x.elem_count()];
-            dx.par_chunks_mut(c * h * w)
-                .zip(dy.par_chunks(oc * oh * ow))
-                .for_each(|(dx, dy)| {
-                    // The zero channels past `c` have no input to send a gradient to.
-                    for (plane, g) in dx.chunks_exact_mut(h * w).zip(dy.chunks_exact(oh * ow)) {
-                        for (oy, g_row) in g.chunks_exact(ow).enumerate() {
-                            let dst = &mut plane[oy * s * w..][..w];
-                            for (d, v) in dst.iter_mut().step_by(s).zip(g_row) {
-                                *d = *v;
-                            }
-                        }
-                    }
-                });
+            add_subsample_pad_grad(&mut dx, dy, dims, self.stride, dims[1] + self.extra);
             dx
         })?;
         Ok(Some(cpu::tensor(dx, x.dims())?))
     }
+}
+
+/// `x[:, :, ::stride, ::stride]` of an (n, c, h, w) input, followed by zero channels up to
+/// `out_channels`.
+pub(crate) fn subsample_pad_values(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    s: usize,
+    out_channels: usize,
+) -> Vec<f32> {
+    let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+    let mut y = vec![0f32; n * out_channels * oh * ow];
+    y.par_chunks_mut(out_channels * oh * ow)
+        .zip(x.par_chunks(c * h * w))
+        .for_each(|(y, x)| {
+            for (out, plane) in y.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)) {
+                for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+                    let src = &plane[oy * s * w..][..w];
+                    for (o, v) in row.iter_mut().zip(src.iter().step_by(s)) {
+                        *o = *v;
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Adds the gradient `dy` of [`subsample_pad_values`]' output onto the kept positions of `dx`.
+pub(crate) fn add_subsample_pad_grad(
+    dx: &mut [f32],
+    dy: &[f32],
+    [_, c, h, w]: [usize; 4],
+    s: usize,
+    out_channels: usize,
+) {
+    let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+    dx.par_chunks_mut(c * h * w)
+        .zip(dy.par_chunks(out_channels * oh * ow))
+        .for_each(|(dx, dy)| {
+            // The zero channels past `c` have no input to send a gradient to.
+            for (plane, g) in dx.chunks_exact_mut(h * w).zip(dy.chunks_exact(oh * ow)) {
+                for (oy, g_row) in g.chunks_exact(ow).enumerate() {
+                    let dst = &mut plane[oy * s * w..][..w];
+                    for (d, v) in dst.iter_mut().step_by(s).zip(g_row) {
+                        *d += *v;
+                    }
+                }
+            }
+        });
 }
 
 /// Option A's shortcut where the shape changes: `x[:, :, ::stride, ::stride]` followed by `extra`

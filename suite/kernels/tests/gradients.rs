@@ -507,3 +507,111 @@ fn subsample_pad_matches_stock() {
         assert_eq!(rel_diff(&g[0], &sg[0]), 0.0);
     }
 }
+
+/// A basic block from the separate kernels, each checked against stock candle above.
+fn separate_basic_block(
+    t: &[Tensor],
+    stride: usize,
+    shortcut: kernels::BlockShortcut,
+) -> Result<Tensor> {
+    let [x, w1, g1, b1, w2, g2, b2] = t else {
+        unreachable!("seven inputs")
+    };
+    let (h, _) =
+        kernels::batch_norm_train(&kernels::conv2d(x, w1, 1, stride)?, g1, b1, 1e-5, true)?;
+    let c2 = kernels::conv2d(&h, w2, 1, 1)?;
+    let extra = w2.dims()[0] - x.dims()[1];
+    match shortcut {
+        kernels::BlockShortcut::None => Ok(kernels::batch_norm_train(&c2, g2, b2, 1e-5, true)?.0),
+        kernels::BlockShortcut::Identity => {
+            Ok(kernels::batch_norm_add_relu(&c2, g2, b2, x, 1e-5)?.0)
+        }
+        kernels::BlockShortcut::ZeroPad => {
+            let s = kernels::subsample_pad(x, stride, extra)?;
+            Ok(kernels::batch_norm_add_relu(&c2, g2, b2, &s, 1e-5)?.0)
+        }
+    }
+}
+
+#[test]
+fn basic_block_matches_the_separate_kernels_in_every_input() {
+    use kernels::BlockShortcut::{Identity, None as Plain, ZeroPad};
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (n, c_in, c, h, w, stride, shortcut) in [
+        (2, 4, 4, 8, 8, 1, Identity),
+        (3, 3, 5, 7, 5, 2, ZeroPad),
+        (1, 4, 6, 5, 5, 1, Plain),
+        (2, 3, 6, 6, 6, 1, ZeroPad),
+        (4, 16, 16, 8, 8, 1, Identity),
+        (2, 16, 32, 8, 8, 2, ZeroPad),
+    ] {
+        let x = random(&[n, c_in, h, w], &mut rng);
+        let w1 = random(&[c, c_in, 3, 3], &mut rng).affine(0.3, 0.0).unwrap();
+        let w2 = random(&[c, c, 3, 3], &mut rng).affine(0.3, 0.0).unwrap();
+        let (g1, b1, g2, b2) = (
+            random(&[c], &mut rng),
+            random(&[c], &mut rng),
+            random(&[c], &mut rng),
+            random(&[c], &mut rng),
+        );
+        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+        let probe = random(&[n, c, oh, ow], &mut rng);
+        let inputs = [&x, &w1, &g1, &b1, &w2, &g2, &b2];
+        let (y, g) = output_and_grads(&inputs, &probe, |t| {
+            let params = kernels::BasicBlockParams {
+                conv1: &t[1],
+                bn1: (&t[2], &t[3]),
+                conv2: &t[4],
+                bn2: (&t[5], &t[6]),
+            };
+            Ok(kernels::basic_block_train(&t[0], &params, stride, shortcut, 1e-5)?.0)
+        });
+        let (sy, sg) = output_and_grads(&inputs, &probe, |t| {
+            separate_basic_block(t, stride, shortcut)
+        });
+        let case = format!("{n}x{c_in}x{h}x{w} -> {c} stride {stride} {shortcut:?}");
+        assert!(
+            rel_diff(&y, &sy) < 1e-6,
+            "{case}: output {}",
+            rel_diff(&y, &sy)
+        );
+        for (i, name) in ["dx", "dw1", "dgamma1", "dbeta1", "dw2", "dgamma2", "dbeta2"]
+            .iter()
+            .enumerate()
+        {
+            let d = rel_diff(&g[i], &sg[i]);
+            assert!(d < 1e-5, "{case}: {name} {d}");
+        }
+    }
+}
+
+#[test]
+fn basic_block_rejects_a_shortcut_that_does_not_fit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let x = random(&[2, 4, 8, 8], &mut rng);
+    let w1 = random(&[8, 4, 3, 3], &mut rng);
+    let w2 = random(&[8, 8, 3, 3], &mut rng);
+    let ones = Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let params = kernels::BasicBlockParams {
+        conv1: &w1,
+        bn1: (&ones, &ones),
+        conv2: &w2,
+        bn2: (&ones, &ones),
+    };
+    let err = kernels::basic_block_train(&x, &params, 2, kernels::BlockShortcut::Identity, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Identity") && err.contains("[2, 4, 8, 8]"),
+        "{err}"
+    );
+    let short = Tensor::ones(7, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let params = kernels::BasicBlockParams {
+        bn2: (&short, &ones),
+        ..params
+    };
+    let err = kernels::basic_block_train(&x, &params, 2, kernels::BlockShortcut::ZeroPad, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bn2") && err.contains("[7]"), "{err}");
+}

@@ -46,7 +46,7 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    fn fast_for(self, xs: &Tensor) -> bool {
+    pub(crate) fn fast_for(self, xs: &Tensor) -> bool {
         self == Self::Fast && xs.device().is_cpu() && xs.dtype() == DType::F32
     }
 }
@@ -150,6 +150,10 @@ impl Conv2d {
         &self.weight
     }
 
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     fn kernel(&self) -> usize {
         self.weight.dims()[2]
     }
@@ -226,6 +230,15 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// The per-channel scale (`weight`) and shift (`bias`).
+    pub fn scale_shift(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
+    }
+
     fn per_channel(t: &Tensor) -> Result<Tensor> {
         t.reshape((1, (), 1, 1))
     }
@@ -260,7 +273,12 @@ impl BatchNorm {
         Ok(ys)
     }
 
-    fn update_running_from(&self, stats: &::kernels::BatchStats, device: &Device) -> Result<()> {
+    /// Folds the statistics a fast kernel computed over a batch into the running ones.
+    pub(crate) fn update_running_from(
+        &self,
+        stats: &::kernels::BatchStats,
+        device: &Device,
+    ) -> Result<()> {
         let channels = stats.mean.len();
         let mean = Tensor::from_vec(stats.mean.clone(), channels, device)?;
         let var = Tensor::from_vec(stats.unbiased_var(), channels, device)?;

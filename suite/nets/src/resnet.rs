@@ -13,6 +13,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
+use ::kernels::{BasicBlockParams, BlockShortcut};
+
 use crate::layers::{self, Chw, ConvBn, Cost, Head, Kernels, Traced};
 use crate::ops;
 use crate::spec::{BlockKind, BottleneckStride, Family, ModelSpec, Shortcut};
@@ -190,7 +192,47 @@ impl Block {
         Ok(Self { units, shortcut })
     }
 
+    /// The block as one fused op, where it is a basic block with a parameter-free shortcut (or
+    /// none) training on the fast kernels; `None` where it is not.
+    fn forward_fused(&self, xs: &Tensor) -> Option<Result<Tensor>> {
+        let [first, second] = &self.units[..] else {
+            return None;
+        };
+        let shortcut = match &self.shortcut {
+            None => BlockShortcut::None,
+            Some(ShortcutPath::Identity) => BlockShortcut::Identity,
+            Some(ShortcutPath::ZeroPad { .. }) => BlockShortcut::ZeroPad,
+            Some(ShortcutPath::Projection(_)) => return None,
+        };
+        if !self.kernels().fast_for(xs) || first.bn.eps() != second.bn.eps() {
+            return None;
+        }
+        let params = BasicBlockParams {
+            conv1: first.conv.weight(),
+            bn1: first.bn.scale_shift(),
+            conv2: second.conv.weight(),
+            bn2: second.bn.scale_shift(),
+        };
+        let stride = first.conv.stride();
+        Some(
+            ::kernels::basic_block_train(xs, &params, stride, shortcut, first.bn.eps()).and_then(
+                |(ys, [stats1, stats2])| {
+                    first.bn.update_running_from(&stats1, xs.device())?;
+                    second.bn.update_running_from(&stats2, xs.device())?;
+                    Ok(ys)
+                },
+            ),
+        )
+    }
+
     fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        // Taps need each norm's own output, so they take the op-by-op path below.
+        if train
+            && !taps.enabled
+            && let Some(ys) = self.forward_fused(xs)
+        {
+            return ys;
+        }
         let last = self.units.len() - 1;
         if let (Some(path), true, false) = (&self.shortcut, train, taps.enabled) {
             // The last unit's norm, the sum and the ReLU as one op; taps need the norm's own

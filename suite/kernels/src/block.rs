@@ -1,0 +1,360 @@
+//! A basic block's training-mode forward and backward as one op: conv, batch norm, ReLU, conv,
+//! batch norm, the shortcut's sum and the last ReLU.
+//!
+//! Built from the separate kernels, a basic block is five autograd nodes joined by five
+//! activation-sized edges, and candle accumulates the gradient of every edge into a freshly
+//! zeroed tensor: one fill and one addition pass per edge. As one op the block has a single
+//! activation-sized input, and its intermediate gradients are plain buffers handed from pass to
+//! pass. The passes themselves are the other kernels' (see [`crate::conv2d`] and
+//! [`crate::batch_norm_train`]), so the results are theirs to the bit.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use crate::conv::{self, Conv2dGeometry, ConvAlgorithm};
+use crate::cpu;
+use crate::norm::{self, BatchStats};
+use crate::pool;
+
+/// What a basic block adds to its second batch norm's output before the last ReLU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockShortcut {
+    /// A plain block: nothing.
+    None,
+    /// The input itself (same shape in and out).
+    Identity,
+    /// Option A where the shape changes: the input subsampled by the block's stride, with zero
+    /// channels appended up to the block's width.
+    ZeroPad,
+}
+
+/// The trainable tensors of a basic block: two OIHW conv weights (odd square kernels, "same"
+/// padding) and each batch norm's per-channel scale and shift.
+#[derive(Debug, Clone, Copy)]
+pub struct BasicBlockParams<'a> {
+    pub conv1: &'a Tensor,
+    pub bn1: (&'a Tensor, &'a Tensor),
+    pub conv2: &'a Tensor,
+    pub bn2: (&'a Tensor, &'a Tensor),
+}
+
+/// The activations the backward pass reads: each conv's output and the first ReLU's.
+struct Saved {
+    conv1: Vec<f32>,
+    hidden: Vec<f32>,
+    conv2: Vec<f32>,
+    stats: [BatchStats; 2],
+}
+
+/// The packed parameter tensor holds, in order: weight 1, scale 1, shift 1, weight 2, scale 2,
+/// shift 2, each flattened.
+struct BasicBlockOp {
+    weight_dims: [[usize; 4]; 2],
+    stride: usize,
+    shortcut: BlockShortcut,
+    eps: f64,
+    saved: Arc<OnceLock<Saved>>,
+}
+
+/// One block's parameters, read out of the packed tensor.
+struct Params<'a> {
+    w1: &'a [f32],
+    gamma1: &'a [f32],
+    beta1: &'a [f32],
+    w2: &'a [f32],
+    gamma2: &'a [f32],
+    beta2: &'a [f32],
+}
+
+impl BasicBlockOp {
+    fn packed_len(&self) -> usize {
+        self.weight_dims
+            .iter()
+            .map(|d| d.iter().product::<usize>() + 2 * d[0])
+            .sum()
+    }
+
+    fn unpack<'a>(&self, packed: &'a [f32]) -> Params<'a> {
+        let [d1, d2] = self.weight_dims;
+        let (w1, rest) = packed.split_at(d1.iter().product());
+        let (gamma1, rest) = rest.split_at(d1[0]);
+        let (beta1, rest) = rest.split_at(d1[0]);
+        let (w2, rest) = rest.split_at(d2.iter().product());
+        let (gamma2, beta2) = rest.split_at(d2[0]);
+        Params {
+            w1,
+            gamma1,
+            beta1,
+            w2,
+            gamma2,
+            beta2,
+        }
+    }
+
+    /// Both convs' geometries for an input of shape `x`, checked against the shortcut.
+    fn geometries(&self, x: &[usize]) -> Result<[Conv2dGeometry; 2]> {
+        let [d1, d2] = self.weight_dims;
+        let first = Conv2dGeometry::new(x, &d1, self.stride, d1[2] / 2)?;
+        let second = Conv2dGeometry::new(&first.output_shape(), &d2, 1, d2[2] / 2)?;
+        let (c_in, c_out) = (first.c_in, second.c_out);
+        let ok = match self.shortcut {
+            BlockShortcut::None => true,
+            BlockShortcut::Identity => self.stride == 1 && c_in == c_out,
+            BlockShortcut::ZeroPad => {
+                c_out >= c_in
+                    && first.out_h == first.height.div_ceil(self.stride)
+                    && first.out_w == first.width.div_ceil(self.stride)
+            }
+        };
+        if !ok || second.output_shape()[2..] != first.output_shape()[2..] {
+            bail!(
+                "basic block: a {:?} shortcut cannot join input {x:?} to output {:?} (stride {})",
+                self.shortcut,
+                second.output_shape(),
+                self.stride
+            );
+        }
+        if first.batch * first.positions() < 2 {
+            bail!(
+                "basic block: batch norm in training mode needs more than one value per channel, \
+                 got input {x:?}"
+            );
+        }
+        Ok([first, second])
+    }
+}
+
+/// (N, C, H*W) of a conv's output.
+fn norm_dims(g: &Conv2dGeometry) -> (usize, usize, usize) {
+    (g.batch, g.c_out, g.positions())
+}
+
+/// Batch norm's backward from its input `x`, the gradient `dz` reaching the ReLU after it and that
+/// ReLU's output `z`: the input gradient, and the per-channel `(dgamma, dbeta)`. Also returns the
+/// gradient past the ReLU, which a residual block's shortcut receives.
+fn norm_relu_backward(
+    x: &[f32],
+    dz: &[f32],
+    z: &[f32],
+    dims: (usize, usize, usize),
+    stats: &BatchStats,
+    (gamma, eps): (&[f32], f64),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (_, c, hw) = dims;
+    let inv_std = norm::inv_std(stats, eps);
+    let (g, sum_g, mut sum_gx) = norm::gated_grad_sums(x, dz, z, dims, &stats.mean);
+    for (s, &k) in sum_gx.iter_mut().zip(&inv_std) {
+        *s *= k as f64;
+    }
+    let coef = norm::input_grad_coefficients(stats, &inv_std, gamma, (&sum_g, &sum_gx));
+    let dx = norm::input_grad(x, &g, None, (c, hw), &coef);
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
+    (dx, to_f32(sum_gx), to_f32(sum_g), g)
+}
+
+impl CustomOp2 for BasicBlockOp {
+    fn name(&self) -> &'static str {
+        "fast-basic-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let [g1, g2] = self.geometries(xl.dims())?;
+        let (x, packed) = (cpu::slice(name, xs, xl)?, cpu::slice(name, ps, pl)?);
+        if packed.len() != self.packed_len() {
+            bail!(
+                "{name}: {} packed parameters, expected {} for weights {:?}",
+                packed.len(),
+                self.packed_len(),
+                self.weight_dims
+            );
+        }
+        let p = self.unpack(packed);
+        let algorithm = ConvAlgorithm::Auto;
+        let (dims1, dims2) = (norm_dims(&g1), norm_dims(&g2));
+
+        let conv1 = conv::forward(&g1, x, p.w1, algorithm);
+        let stats1 = norm::batch_stats(&conv1, dims1);
+        let affine1 = norm::affine(&stats1, self.eps, p.gamma1, p.beta1);
+        let hidden = norm::normalize(&conv1, (dims1.1, dims1.2), &affine1, None, true);
+
+        let conv2 = conv::forward(&g2, &hidden, p.w2, algorithm);
+        let stats2 = norm::batch_stats(&conv2, dims2);
+        let affine2 = norm::affine(&stats2, self.eps, p.gamma2, p.beta2);
+        let padded;
+        let shortcut = match self.shortcut {
+            BlockShortcut::None => None,
+            BlockShortcut::Identity => Some(x),
+            BlockShortcut::ZeroPad => {
+                let dims = [g1.batch, g1.c_in, g1.height, g1.width];
+                padded = pool::subsample_pad_values(x, dims, self.stride, g2.c_out);
+                Some(&padded[..])
+            }
+        };
+        let y = norm::normalize(&conv2, (dims2.1, dims2.2), &affine2, shortcut, true);
+
+        let saved = Saved {
+            conv1,
+            hidden,
+            conv2,
+            stats: [stats1, stats2],
+        };
+        if self.saved.set(saved).is_err() {
+            bail!("{name}: an op instance runs forward once");
+        }
+        Ok((CpuStorage::F32(y), Shape::from(g2.output_shape().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        packed: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let Some(saved) = self.saved.get() else {
+            bail!("{name}: backward before forward");
+        };
+        let [g1, g2] = self.geometries(x.dims())?;
+        let packed_values = packed.to_vec1::<f32>()?;
+        let p = self.unpack(&packed_values);
+        let algorithm = ConvAlgorithm::Auto;
+        let [stats1, stats2] = &saved.stats;
+
+        // The tail: last ReLU, second norm, second conv.
+        let (dconv2, dgamma2, dbeta2, dsum) = cpu::with_slice(name, dy, |dy| {
+            cpu::with_slice(name, y, |y| {
+                let dims = norm_dims(&g2);
+                norm_relu_backward(&saved.conv2, dy, y, dims, stats2, (p.gamma2, self.eps))
+            })
+        })??;
+        let (dhidden, dw2) =
+            conv::backward(&g2, (&saved.hidden, p.w2, &dconv2), (true, true), algorithm);
+        drop(dconv2);
+        let dhidden = dhidden.expect("the input gradient was asked for");
+
+        // The head: first ReLU, first norm, first conv.
+        let (dconv1, dgamma1, dbeta1, _) = norm_relu_backward(
+            &saved.conv1,
+            &dhidden,
+            &saved.hidden,
+            norm_dims(&g1),
+            stats1,
+            (p.gamma1, self.eps),
+        );
+        drop(dhidden);
+        let want_dx = x.track_op();
+        let (dx, dw1) = cpu::with_slice(name, x, |x| {
+            conv::backward(&g1, (x, p.w1, &dconv1), (want_dx, true), algorithm)
+        })?;
+
+        let dx = dx
+            .map(|mut dx| {
+                match self.shortcut {
+                    BlockShortcut::None => {}
+                    BlockShortcut::Identity => {
+                        dx.par_chunks_mut(1 << 15)
+                            .zip(dsum.par_chunks(1 << 15))
+                            .for_each(|(dx, g)| dx.iter_mut().zip(g).for_each(|(d, g)| *d += g));
+                    }
+                    BlockShortcut::ZeroPad => {
+                        let dims = [g1.batch, g1.c_in, g1.height, g1.width];
+                        pool::add_subsample_pad_grad(&mut dx, &dsum, dims, self.stride, g2.c_out);
+                    }
+                }
+                cpu::tensor(dx, x.dims())
+            })
+            .transpose()?;
+        let dpacked = packed
+            .track_op()
+            .then(|| {
+                let (dw1, dw2) = (dw1.expect("asked for"), dw2.expect("asked for"));
+                let parts = [&dw1[..], &dgamma1, &dbeta1, &dw2, &dgamma2, &dbeta2];
+                cpu::tensor(parts.concat(), packed.dims())
+            })
+            .transpose()?;
+        Ok((dx, dpacked))
+    }
+}
+
+/// A basic block in training mode on the CPU, as one op differentiable in the input and every
+/// parameter: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, where `conv1` carries
+/// `stride`, both convs pad by half their kernel, and both norms use batch statistics. Returns
+/// the output and each norm's batch statistics (for the caller's running averages).
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use kernels::{BasicBlockParams, BlockShortcut};
+///
+/// let dev = Device::Cpu;
+/// let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &dev)?)?;
+/// let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (4, 4, 3, 3), &dev)?)?;
+/// let (ones, zeros) = (Tensor::ones(4, candle_core::DType::F32, &dev)?, Tensor::zeros(4, candle_core::DType::F32, &dev)?);
+/// let params = BasicBlockParams { conv1: &w, bn1: (&ones, &zeros), conv2: &w, bn2: (&ones, &zeros) };
+/// let (y, stats) = kernels::basic_block_train(&x, &params, 1, BlockShortcut::Identity, 1e-5)?;
+/// assert_eq!(y.dims(), &[2, 4, 8, 8]);
+/// assert_eq!(stats[1].count, 2 * 8 * 8);
+/// let grads = y.sum_all()?.backward()?;
+/// assert_eq!(grads.get(&w).unwrap().dims(), &[4, 4, 3, 3]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn basic_block_train(
+    x: &Tensor,
+    params: &BasicBlockParams,
+    stride: usize,
+    shortcut: BlockShortcut,
+    eps: f64,
+) -> Result<(Tensor, [BatchStats; 2])> {
+    let weight_dims = [params.conv1, params.conv2].map(|w| w.dims().to_vec());
+    let norms = [params.bn1, params.bn2];
+    for (i, (dims, (gamma, beta))) in weight_dims.iter().zip(norms).enumerate() {
+        let square_odd = dims.len() == 4 && dims[2] == dims[3] && dims[2] % 2 == 1;
+        if !square_odd {
+            bail!(
+                "basic block: conv{} weight {dims:?} is not (O, I, k, k) with an odd k",
+                i + 1
+            );
+        }
+        if gamma.dims() != [dims[0]] || beta.dims() != [dims[0]] {
+            bail!(
+                "basic block: bn{} has scale {:?} and shift {:?}, expected {} channels each",
+                i + 1,
+                gamma.dims(),
+                beta.dims(),
+                dims[0]
+            );
+        }
+    }
+    let dims4 = |d: &[usize]| [d[0], d[1], d[2], d[3]];
+    let saved = Arc::new(OnceLock::new());
+    let op = BasicBlockOp {
+        weight_dims: [dims4(&weight_dims[0]), dims4(&weight_dims[1])],
+        stride,
+        shortcut,
+        eps,
+        saved: saved.clone(),
+    };
+    let packed = Tensor::cat(
+        &[
+            &params.conv1.flatten_all()?,
+            params.bn1.0,
+            params.bn1.1,
+            &params.conv2.flatten_all()?,
+            params.bn2.0,
+            params.bn2.1,
+        ],
+        0,
+    )?;
+    let y = x.contiguous()?.apply_op2(&packed, op)?;
+    let saved: &Saved = saved.get().expect("forward saves its activations");
+    Ok((y, saved.stats.clone()))
+}
