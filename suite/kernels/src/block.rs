@@ -181,13 +181,15 @@ impl CustomOp2 for BasicBlockOp {
         let algorithm = ConvAlgorithm::Auto;
         let (dims1, dims2) = (norm_dims(&g1), norm_dims(&g2));
 
-        let conv1 = conv::forward(&g1, x, p.w1, algorithm);
-        let stats1 = norm::batch_stats(&conv1, dims1);
+        // Each conv hands over its planes' moments, taken while they were in cache: the norm's
+        // statistics cost no pass of their own.
+        let (conv1, moments1) = conv::forward_with_moments(&g1, x, p.w1, algorithm, true);
+        let stats1 = norm::stats_from_moments(&moments1, dims1);
         let affine1 = norm::affine(&stats1, self.eps, p.gamma1, p.beta1);
         let hidden = norm::normalize(&conv1, (dims1.1, dims1.2), &affine1, None, true);
 
-        let conv2 = conv::forward(&g2, &hidden, p.w2, algorithm);
-        let stats2 = norm::batch_stats(&conv2, dims2);
+        let (conv2, moments2) = conv::forward_with_moments(&g2, &hidden, p.w2, algorithm, true);
+        let stats2 = norm::stats_from_moments(&moments2, dims2);
         let affine2 = norm::affine(&stats2, self.eps, p.gamma2, p.beta2);
         let padded;
         let shortcut = match self.shortcut {

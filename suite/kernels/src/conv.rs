@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use crate::cpu;
 use crate::matmul::{View, matmul};
+use crate::norm::{self, PlaneMoments};
 
 mod direct;
 
@@ -260,18 +261,33 @@ pub(crate) fn forward(
     w: &[f32],
     algorithm: ConvAlgorithm,
 ) -> Vec<f32> {
+    forward_with_moments(g, x, w, algorithm, false).0
+}
+
+/// The forward pass and, with `moments`, the moments of every output plane (NCHW order), each
+/// taken right after its image was computed, while it is in cache.
+pub(crate) fn forward_with_moments(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    algorithm: ConvAlgorithm,
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     if algorithm.direct(g) {
-        return direct::forward(g, x, w);
+        return direct::forward(g, x, w, moments);
     }
     let threads = rayon::current_num_threads();
     let (per_task, gemm_threads) = (g.images_per_task(threads), g.gemm_threads(threads));
     let (k, p) = (g.patch_len(), g.positions());
+    let mut partial: Vec<Vec<PlaneMoments>> = Vec::new();
     // Each image's output is written whole by its product.
-    cpu::build(g.batch * g.output_len(), |y| {
-        y.par_chunks_mut(per_task * g.output_len())
+    let y = cpu::build(g.batch * g.output_len(), |y| {
+        partial = y
+            .par_chunks_mut(per_task * g.output_len())
             .zip(x.par_chunks(per_task * g.image_len()))
-            .for_each(|(ys, xs)| {
+            .map(|(ys, xs)| {
                 let mut buffer = vec![0.0; g.cols_len()];
+                let mut found = Vec::new();
                 for (y_img, x_img) in ys
                     .chunks_exact_mut(g.output_len())
                     .zip(xs.chunks_exact(g.image_len()))
@@ -280,9 +296,17 @@ pub(crate) fn forward(
                     let shape = (g.c_out, p, k);
                     let (a, b) = (View::rows(w, k), View::rows(cols, p));
                     matmul(y_img, shape, a, b, false, gemm_threads);
+                    if moments {
+                        // SAFETY: the product wrote the whole image.
+                        let y_img = unsafe { cpu::assume_init(y_img) };
+                        found.extend(y_img.chunks_exact(p).map(norm::plane_moments));
+                    }
                 }
+                found
             })
-    })
+            .collect();
+    });
+    (y, partial.concat())
 }
 
 /// The geometry and weight that compute a stride-1 conv's input gradient as a forward conv of `dy`:

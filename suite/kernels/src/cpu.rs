@@ -53,3 +53,12 @@ pub(crate) fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // values through the result.
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
+
+/// Views values as initialised.
+///
+/// # Safety
+/// Every element of `values` must have been written.
+pub(crate) unsafe fn assume_init(values: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the caller vouches that each is initialised.
+    unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
+}

@@ -1,9 +1,10 @@
 //! Training-mode batch norm (optionally fused with the ReLU after it) and ReLU, as custom ops.
 //!
 //! Batch norm over an (N, C, ...) input normalises each channel with its batch mean and biased
-//! variance, `y = gamma * (x - mean) / sqrt(var + eps) + beta`. The statistics take one pass (sums
-//! shifted by the channel's first value, accumulated in f64, so a large mean cannot cancel the
-//! variance away), the normalisation a second. The backward pass needs two: the per-channel sums
+//! variance, `y = gamma * (x - mean) / sqrt(var + eps) + beta`. The statistics take one pass: each
+//! plane's sum and squared deviations from its own mean, combined per channel in f64, so a large
+//! mean cannot cancel the variance away (and a conv can summarise the planes it just wrote, see
+//! [`crate::basic_block_train`]); the normalisation takes a second. The backward pass needs two: the per-channel sums
 //! `sum(g)` and `sum(g * xhat)`, then
 //! `dx = gamma / sigma * (g - sum(g) / M - xhat * sum(g * xhat) / M)` with `g` the output gradient,
 //! masked by `y > 0` when the ReLU is fused. The backward recomputes that mask from `x` with the
@@ -74,26 +75,58 @@ fn channel_rows(
     (0..n).map(move |img| &data[(img * c + ch) * hw..][..hw])
 }
 
-pub(crate) fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
-    let (n, c, hw) = dims;
+/// One plane's sum, and sum of squared deviations from its own mean, in f64. Batch statistics
+/// combine these per channel (Chan, Golub and LeVeque's pairwise update), so a plane can be
+/// summarised while it is still in cache: right after a conv wrote it, say.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PlaneMoments {
+    sum: f64,
+    m2: f64,
+}
+
+pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments {
+    let len = plane.len() as f64;
+    let sum = lane_sum(plane, |v| v);
+    let mean = (sum / len) as f32;
+    let m2 = lane_sum(plane, |v| (v - mean) * (v - mean));
+    // Deviations were taken from the f32-rounded mean; shift them to the exact one.
+    let off = sum / len - mean as f64;
+    PlaneMoments {
+        sum,
+        m2: (m2 - len * off * off).max(0.0),
+    }
+}
+
+/// The batch statistics of (N, C, H*W) data from the moments of its N*C planes, in NCHW order.
+pub(crate) fn stats_from_moments(
+    moments: &[PlaneMoments],
+    (n, c, hw): (usize, usize, usize),
+) -> BatchStats {
+    debug_assert_eq!(moments.len(), n * c);
     let count = n * hw;
-    let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
-        .into_par_iter()
+    let (mean, var) = (0..c)
         .map(|ch| {
-            let shift = x[ch * hw];
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for row in channel_rows(x, dims, ch) {
-                s1 += lane_sum(row, |v| v - shift);
-                s2 += lane_sum(row, |v| (v - shift) * (v - shift));
-            }
-            let m = s1 / count as f64;
-            (
-                (shift as f64 + m) as f32,
-                (s2 / count as f64 - m * m).max(0.0) as f32,
-            )
+            let planes = || moments.iter().skip(ch).step_by(c);
+            let mean = planes().map(|m| m.sum).sum::<f64>() / count as f64;
+            let m2: f64 = planes()
+                .map(|m| {
+                    let d = m.sum / hw as f64 - mean;
+                    m.m2 + hw as f64 * d * d
+                })
+                .sum();
+            (mean as f32, (m2 / count as f64) as f32)
         })
         .unzip();
     BatchStats { mean, var, count }
+}
+
+pub(crate) fn batch_stats(x: &[f32], dims: (usize, usize, usize)) -> BatchStats {
+    let (_, c, hw) = dims;
+    let moments: Vec<PlaneMoments> = x
+        .par_chunks(c * hw)
+        .flat_map_iter(|image| image.chunks_exact(hw).map(plane_moments))
+        .collect();
+    stats_from_moments(&moments, dims)
 }
 
 /// The output gradient that passes a fused ReLU whose output is `y`.

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dGeometry, images_per_task};
 use crate::cpu;
+use crate::norm::{self, PlaneMoments};
 
 /// The vector instruction sets the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,26 +296,33 @@ fn merge_plane(
     }
 }
 
-/// The forward pass over a batch (NCHW input, OIHW weight), parallel over images.
-pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// The forward pass over a batch (NCHW input, OIHW weight), parallel over images; with `moments`,
+/// also each output plane's moments, taken while the image is in cache.
+pub(super) fn forward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     let simd = simd().expect("direct conv called without checking `applies`");
     let taps = Taps::forward(g, simd.lanes());
     let (x, layout) = phase_planes(g, x);
     let t = taps.offsets.len();
-    run_forward(simd, &layout, &taps, &x, |co, ci, tap| {
-        w[(co * g.c_in + ci) * t + tap]
-    })
+    let weight = |co, ci, tap| w[(co * g.c_in + ci) * t + tap];
+    run_forward(simd, &layout, &taps, &x, weight, moments)
 }
 
 /// One forward pass of the kernels over every image in `x`, with `weight(co, ci, tap)` the weight
-/// of output channel `co`, input channel `ci` and tap `tap`.
+/// of output channel `co`, input channel `ci` and tap `tap`; with `moments`, also the moments of
+/// every output plane (in NCHW order).
 fn run_forward(
     simd: Simd,
     layout: &Layout,
     taps: &Taps,
     x: &[f32],
     weight: impl Fn(usize, usize, usize) -> f32,
-) -> Vec<f32> {
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     let t = taps.offsets.len();
     let (c_in, c_out) = (layout.c_in, layout.c_out);
     // Weights as [channel block][input channel][tap][MR]: the inner loops walk them in order.
@@ -330,16 +338,33 @@ fn run_forward(
     let (image_len, output_len) = (c_in * layout.in_plane, c_out * layout.plane);
     let batch = x.len() / image_len;
     let per_task = images_per_task(batch, rayon::current_num_threads());
-    cpu::build(batch * output_len, |y| {
-        y.par_chunks_mut(per_task * output_len)
+    let mut partial: Vec<Vec<PlaneMoments>> = Vec::new();
+    let y = cpu::build(batch * output_len, |y| {
+        partial = y
+            .par_chunks_mut(per_task * output_len)
             .zip(x.par_chunks(per_task * image_len))
-            .for_each(|(ys, xs)| {
-                // SAFETY: `simd` was detected on this CPU; `xs` and `ys` hold whole images of
-                // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels only
-                // load lanes whose mask bit marks a position inside the image.
-                unsafe { kernels::forward_images(simd, layout, taps, xs, &packed, ys) };
+            .map(|(ys, xs)| {
+                let mut found =
+                    Vec::with_capacity(if moments { ys.len() / layout.plane } else { 0 });
+                let images = ys
+                    .chunks_exact_mut(output_len)
+                    .zip(xs.chunks_exact(image_len));
+                for (y, x) in images {
+                    // SAFETY: `simd` was detected on this CPU; `x` and `y` hold one image of
+                    // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels
+                    // only load lanes whose mask bit marks a position inside the image.
+                    unsafe { kernels::forward_images(simd, layout, taps, x, &packed, y) };
+                    if moments {
+                        // SAFETY: the kernels wrote every value of the image.
+                        let y = unsafe { cpu::assume_init(y) };
+                        found.extend(y.chunks_exact(layout.plane).map(norm::plane_moments));
+                    }
+                }
+                found
             })
-    })
+            .collect();
+    });
+    (y, partial.concat())
 }
 
 /// The input gradient of a phase-split conv: for each phase, a forward pass over `dy` with the
@@ -372,9 +397,8 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                 })
                 .collect();
             let phase_taps = Taps::new(g.out_h, g.out_w, &mirrored, simd.lanes());
-            Some(run_forward(simd, &layout, &phase_taps, dy, |ci, co, j| {
-                w[(co * g.c_in + ci) * t + taps[j].0]
-            }))
+            let weight = |ci, co, j: usize| w[(co * g.c_in + ci) * t + taps[j].0];
+            Some(run_forward(simd, &layout, &phase_taps, dy, weight, false).0)
         })
         .collect();
     let (w, hw) = (g.width, g.height * g.width);
