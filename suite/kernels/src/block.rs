@@ -1,12 +1,12 @@
-//! A basic block's training-mode forward and backward as one op: conv, batch norm, ReLU, conv,
-//! batch norm, the shortcut's sum and the last ReLU.
+//! A run of basic blocks' training-mode forward and backward as one op; each block is conv,
+//! batch norm, ReLU, conv, batch norm, the shortcut's sum and the last ReLU.
 //!
 //! Built from the separate kernels, a basic block is five autograd nodes joined by five
 //! activation-sized edges, and candle accumulates the gradient of every edge into a freshly
-//! zeroed tensor: one fill and one addition pass per edge. As one op the block has a single
-//! activation-sized input, and its intermediate gradients are plain buffers handed from pass to
-//! pass. The passes themselves are the other kernels' (see [`crate::conv2d`] and
-//! [`crate::batch_norm_train`]), so the results are theirs to the bit.
+//! zeroed tensor: one fill and one addition pass per edge. As one op a run of blocks has a single
+//! activation-sized input, and the gradients inside it are plain buffers handed from pass to pass
+//! and from block to block. The passes themselves are the other kernels' (see [`crate::conv2d`]
+//! and [`crate::batch_norm_train`]), so the results are theirs to the bit.
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,22 +40,31 @@ pub struct BasicBlockParams<'a> {
     pub bn2: (&'a Tensor, &'a Tensor),
 }
 
-/// The activations the backward pass reads: each conv's output and the first ReLU's.
+/// One basic block of a run: its parameters, the first conv's stride and the shortcut.
+#[derive(Debug, Clone, Copy)]
+pub struct BasicBlock<'a> {
+    pub params: BasicBlockParams<'a>,
+    pub stride: usize,
+    pub shortcut: BlockShortcut,
+}
+
+/// The activations one block's backward pass reads: each conv's output and the first ReLU's, and
+/// the block's output unless it is the run's last (whose output candle keeps).
 struct Saved {
     conv1: Vec<f32>,
     hidden: Vec<f32>,
     conv2: Vec<f32>,
+    output: Option<Vec<f32>>,
     stats: [BatchStats; 2],
 }
 
-/// The packed parameter tensor holds, in order: weight 1, scale 1, shift 1, weight 2, scale 2,
-/// shift 2, each flattened.
-struct BasicBlockOp {
+/// One block's shapes; its packed parameters are, in order: weight 1, scale 1, shift 1,
+/// weight 2, scale 2, shift 2, each flattened.
+#[derive(Debug, Clone, Copy)]
+struct BlockShape {
     weight_dims: [[usize; 4]; 2],
     stride: usize,
     shortcut: BlockShortcut,
-    eps: f64,
-    saved: Arc<OnceLock<Saved>>,
 }
 
 /// One block's parameters, read out of the packed tensor.
@@ -68,7 +77,7 @@ struct Params<'a> {
     beta2: &'a [f32],
 }
 
-impl BasicBlockOp {
+impl BlockShape {
     fn packed_len(&self) -> usize {
         self.weight_dims
             .iter()
@@ -124,6 +133,102 @@ impl BasicBlockOp {
         }
         Ok([first, second])
     }
+
+    /// The block's output for input `x`, and what its backward pass reads.
+    fn forward(
+        &self,
+        [g1, g2]: &[Conv2dGeometry; 2],
+        x: &[f32],
+        p: &Params,
+        eps: f64,
+    ) -> (Vec<f32>, Saved) {
+        let algorithm = ConvAlgorithm::Auto;
+        let (dims1, dims2) = (norm_dims(g1), norm_dims(g2));
+
+        // Each conv hands over its planes' moments, taken while they were in cache: the norm's
+        // statistics cost no pass of their own.
+        let (conv1, moments1) = conv::forward_with_moments(g1, x, p.w1, algorithm, true);
+        let stats1 = norm::stats_from_moments(&moments1, dims1);
+        let affine1 = norm::affine(&stats1, eps, p.gamma1, p.beta1);
+        let hidden = norm::normalize(&conv1, (dims1.1, dims1.2), &affine1, None, true);
+
+        let (conv2, moments2) = conv::forward_with_moments(g2, &hidden, p.w2, algorithm, true);
+        let stats2 = norm::stats_from_moments(&moments2, dims2);
+        let affine2 = norm::affine(&stats2, eps, p.gamma2, p.beta2);
+        let padded;
+        let shortcut = match self.shortcut {
+            BlockShortcut::None => None,
+            BlockShortcut::Identity => Some(x),
+            BlockShortcut::ZeroPad => {
+                let dims = [g1.batch, g1.c_in, g1.height, g1.width];
+                padded = pool::subsample_pad_values(x, dims, self.stride, g2.c_out);
+                Some(&padded[..])
+            }
+        };
+        let y = norm::normalize(&conv2, (dims2.1, dims2.2), &affine2, shortcut, true);
+        let saved = Saved {
+            conv1,
+            hidden,
+            conv2,
+            output: None,
+            stats: [stats1, stats2],
+        };
+        (y, saved)
+    }
+
+    /// The input gradient (when `want_dx`) and the packed parameters' gradient of the block whose
+    /// input was `x` and output `y`, for the output gradient `dy`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        [g1, g2]: &[Conv2dGeometry; 2],
+        saved: &Saved,
+        p: &Params,
+        (x, y, dy): (&[f32], &[f32], &[f32]),
+        want_dx: bool,
+        eps: f64,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        let algorithm = ConvAlgorithm::Auto;
+        let [stats1, stats2] = &saved.stats;
+
+        // The tail: last ReLU, second norm, second conv.
+        let (dconv2, dgamma2, dbeta2, dsum) =
+            norm_relu_backward(&saved.conv2, dy, y, norm_dims(g2), stats2, (p.gamma2, eps));
+        let (dhidden, dw2) =
+            conv::backward(g2, (&saved.hidden, p.w2, &dconv2), (true, true), algorithm);
+        drop(dconv2);
+        let dhidden = dhidden.expect("the input gradient was asked for");
+
+        // The head: first ReLU, first norm, first conv.
+        let (dconv1, dgamma1, dbeta1, _) = norm_relu_backward(
+            &saved.conv1,
+            &dhidden,
+            &saved.hidden,
+            norm_dims(g1),
+            stats1,
+            (p.gamma1, eps),
+        );
+        drop(dhidden);
+        let (dx, dw1) = conv::backward(g1, (x, p.w1, &dconv1), (want_dx, true), algorithm);
+        let dx = dx.map(|mut dx| {
+            match self.shortcut {
+                BlockShortcut::None => {}
+                BlockShortcut::Identity => {
+                    dx.par_chunks_mut(1 << 15)
+                        .zip(dsum.par_chunks(1 << 15))
+                        .for_each(|(dx, g)| dx.iter_mut().zip(g).for_each(|(d, g)| *d += g));
+                }
+                BlockShortcut::ZeroPad => {
+                    let dims = [g1.batch, g1.c_in, g1.height, g1.width];
+                    pool::add_subsample_pad_grad(&mut dx, &dsum, dims, self.stride, g2.c_out);
+                }
+            }
+            dx
+        });
+        let (dw1, dw2) = (dw1.expect("asked for"), dw2.expect("asked for"));
+        let dpacked = [&dw1[..], &dgamma1, &dbeta1, &dw2, &dgamma2, &dbeta2].concat();
+        (dx, dpacked)
+    }
 }
 
 /// (N, C, H*W) of a conv's output.
@@ -154,9 +259,50 @@ fn norm_relu_backward(
     (dx, to_f32(sum_gx), to_f32(sum_g), g)
 }
 
-impl CustomOp2 for BasicBlockOp {
+/// A run of basic blocks, each one's output the next one's input; the packed parameter tensor
+/// holds each block's in turn.
+struct BasicBlocksOp {
+    blocks: Vec<BlockShape>,
+    eps: f64,
+    saved: Arc<OnceLock<Vec<Saved>>>,
+}
+
+impl BasicBlocksOp {
+    fn packed_len(&self) -> usize {
+        self.blocks.iter().map(BlockShape::packed_len).sum()
+    }
+
+    /// Each block's shapes, geometries and parameters, for an input of shape `x`.
+    fn layout<'a>(
+        &'a self,
+        x: &[usize],
+        packed: &'a [f32],
+    ) -> Result<Vec<(&'a BlockShape, [Conv2dGeometry; 2], Params<'a>)>> {
+        if packed.len() != self.packed_len() {
+            bail!(
+                "{}: {} packed parameters, expected {}",
+                self.name(),
+                packed.len(),
+                self.packed_len()
+            );
+        }
+        let mut dims = x.to_vec();
+        let mut rest = packed;
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let geometries = block.geometries(&dims)?;
+            dims = geometries[1].output_shape().to_vec();
+            let (mine, next) = rest.split_at(block.packed_len());
+            rest = next;
+            out.push((block, geometries, block.unpack(mine)));
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for BasicBlocksOp {
     fn name(&self) -> &'static str {
-        "fast-basic-block"
+        "fast-basic-blocks"
     }
 
     fn cpu_fwd(
@@ -167,52 +313,28 @@ impl CustomOp2 for BasicBlockOp {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let [g1, g2] = self.geometries(xl.dims())?;
         let (x, packed) = (cpu::slice(name, xs, xl)?, cpu::slice(name, ps, pl)?);
-        if packed.len() != self.packed_len() {
-            bail!(
-                "{name}: {} packed parameters, expected {} for weights {:?}",
-                packed.len(),
-                self.packed_len(),
-                self.weight_dims
-            );
-        }
-        let p = self.unpack(packed);
-        let algorithm = ConvAlgorithm::Auto;
-        let (dims1, dims2) = (norm_dims(&g1), norm_dims(&g2));
-
-        // Each conv hands over its planes' moments, taken while they were in cache: the norm's
-        // statistics cost no pass of their own.
-        let (conv1, moments1) = conv::forward_with_moments(&g1, x, p.w1, algorithm, true);
-        let stats1 = norm::stats_from_moments(&moments1, dims1);
-        let affine1 = norm::affine(&stats1, self.eps, p.gamma1, p.beta1);
-        let hidden = norm::normalize(&conv1, (dims1.1, dims1.2), &affine1, None, true);
-
-        let (conv2, moments2) = conv::forward_with_moments(&g2, &hidden, p.w2, algorithm, true);
-        let stats2 = norm::stats_from_moments(&moments2, dims2);
-        let affine2 = norm::affine(&stats2, self.eps, p.gamma2, p.beta2);
-        let padded;
-        let shortcut = match self.shortcut {
-            BlockShortcut::None => None,
-            BlockShortcut::Identity => Some(x),
-            BlockShortcut::ZeroPad => {
-                let dims = [g1.batch, g1.c_in, g1.height, g1.width];
-                padded = pool::subsample_pad_values(x, dims, self.stride, g2.c_out);
-                Some(&padded[..])
+        let layout = self.layout(xl.dims(), packed)?;
+        let mut saved: Vec<Saved> = Vec::with_capacity(layout.len());
+        // The previous block's output: this block's input, kept for the backward pass.
+        let mut previous: Option<Vec<f32>> = None;
+        for (block, geometries, params) in &layout {
+            let input = previous.as_deref().unwrap_or(x);
+            let (output, mine) = block.forward(geometries, input, params, self.eps);
+            if let Some(last) = saved.last_mut() {
+                last.output = previous.take();
             }
+            saved.push(mine);
+            previous = Some(output);
+        }
+        let (Some(y), Some((_, geometries, _))) = (previous, layout.last()) else {
+            bail!("{name}: a run of no blocks");
         };
-        let y = norm::normalize(&conv2, (dims2.1, dims2.2), &affine2, shortcut, true);
-
-        let saved = Saved {
-            conv1,
-            hidden,
-            conv2,
-            stats: [stats1, stats2],
-        };
+        let shape = Shape::from(geometries[1].output_shape().to_vec());
         if self.saved.set(saved).is_err() {
             bail!("{name}: an op instance runs forward once");
         }
-        Ok((CpuStorage::F32(y), Shape::from(g2.output_shape().to_vec())))
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(
@@ -226,137 +348,150 @@ impl CustomOp2 for BasicBlockOp {
         let Some(saved) = self.saved.get() else {
             bail!("{name}: backward before forward");
         };
-        let [g1, g2] = self.geometries(x.dims())?;
         let packed_values = packed.to_vec1::<f32>()?;
-        let p = self.unpack(&packed_values);
-        let algorithm = ConvAlgorithm::Auto;
-        let [stats1, stats2] = &saved.stats;
-
-        // The tail: last ReLU, second norm, second conv.
-        let (dconv2, dgamma2, dbeta2, dsum) = cpu::with_slice(name, dy, |dy| {
-            cpu::with_slice(name, y, |y| {
-                let dims = norm_dims(&g2);
-                norm_relu_backward(&saved.conv2, dy, y, dims, stats2, (p.gamma2, self.eps))
-            })
-        })??;
-        let (dhidden, dw2) =
-            conv::backward(&g2, (&saved.hidden, p.w2, &dconv2), (true, true), algorithm);
-        drop(dconv2);
-        let dhidden = dhidden.expect("the input gradient was asked for");
-
-        // The head: first ReLU, first norm, first conv.
-        let (dconv1, dgamma1, dbeta1, _) = norm_relu_backward(
-            &saved.conv1,
-            &dhidden,
-            &saved.hidden,
-            norm_dims(&g1),
-            stats1,
-            (p.gamma1, self.eps),
-        );
-        drop(dhidden);
+        let layout = self.layout(x.dims(), &packed_values)?;
         let want_dx = x.track_op();
-        let (dx, dw1) = cpu::with_slice(name, x, |x| {
-            conv::backward(&g1, (x, p.w1, &dconv1), (want_dx, true), algorithm)
-        })?;
-
-        let dx = dx
-            .map(|mut dx| {
-                match self.shortcut {
-                    BlockShortcut::None => {}
-                    BlockShortcut::Identity => {
-                        dx.par_chunks_mut(1 << 15)
-                            .zip(dsum.par_chunks(1 << 15))
-                            .for_each(|(dx, g)| dx.iter_mut().zip(g).for_each(|(d, g)| *d += g));
-                    }
-                    BlockShortcut::ZeroPad => {
-                        let dims = [g1.batch, g1.c_in, g1.height, g1.width];
-                        pool::add_subsample_pad_grad(&mut dx, &dsum, dims, self.stride, g2.c_out);
-                    }
-                }
-                cpu::tensor(dx, x.dims())
+        let (dx, dparams) = cpu::with_slice(name, x, |x| {
+            cpu::with_slice(name, y, |y| {
+                cpu::with_slice(name, dy, |dy| {
+                    backward_run(&layout, saved, (x, y, dy), want_dx, self.eps)
+                })
             })
-            .transpose()?;
+        })???;
+        let dx = dx.map(|dx| cpu::tensor(dx, x.dims())).transpose()?;
         let dpacked = packed
             .track_op()
-            .then(|| {
-                let (dw1, dw2) = (dw1.expect("asked for"), dw2.expect("asked for"));
-                let parts = [&dw1[..], &dgamma1, &dbeta1, &dw2, &dgamma2, &dbeta2];
-                cpu::tensor(parts.concat(), packed.dims())
-            })
+            .then(|| cpu::tensor(dparams, packed.dims()))
             .transpose()?;
         Ok((dx, dpacked))
     }
 }
 
-/// A basic block in training mode on the CPU, as one op differentiable in the input and every
-/// parameter: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, where `conv1` carries
-/// `stride`, both convs pad by half their kernel, and both norms use batch statistics. Returns
-/// the output and each norm's batch statistics (for the caller's running averages).
+/// The backward pass of a run of blocks, last block first, each block's input gradient the
+/// previous one's output gradient: the run's input gradient (when `want_dx`) and the packed
+/// parameters' gradient.
+fn backward_run(
+    layout: &[(&BlockShape, [Conv2dGeometry; 2], Params)],
+    saved: &[Saved],
+    (x, y, dy): (&[f32], &[f32], &[f32]),
+    want_dx: bool,
+    eps: f64,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let mut grads: Vec<Vec<f32>> = vec![Vec::new(); layout.len()];
+    let mut dy_inside: Option<Vec<f32>> = None;
+    for (i, (block, geometries, params)) in layout.iter().enumerate().rev() {
+        let input = match i {
+            0 => x,
+            _ => saved[i - 1]
+                .output
+                .as_deref()
+                .expect("kept by the forward pass"),
+        };
+        let output = saved[i].output.as_deref().unwrap_or(y);
+        let grad = dy_inside.as_deref().unwrap_or(dy);
+        let (dx, dparams) = block.backward(
+            geometries,
+            &saved[i],
+            params,
+            (input, output, grad),
+            i > 0 || want_dx,
+            eps,
+        );
+        grads[i] = dparams;
+        dy_inside = dx;
+    }
+    (dy_inside, grads.concat())
+}
+
+/// Checks one block's parameter shapes, naming the block and the tensor.
+fn check_params(index: usize, params: &BasicBlockParams) -> Result<[[usize; 4]; 2]> {
+    let weights = [params.conv1, params.conv2];
+    let norms = [params.bn1, params.bn2];
+    let mut dims4 = [[0; 4]; 2];
+    for (i, (w, (gamma, beta))) in weights.iter().zip(norms).enumerate() {
+        let dims = w.dims();
+        let &[o, c, kh, kw] = dims else {
+            bail!(
+                "basic block {index}: conv{} weight {dims:?} is not 4-D (O, I, k, k)",
+                i + 1
+            );
+        };
+        if kh != kw || kh % 2 == 0 {
+            bail!(
+                "basic block {index}: conv{} weight {dims:?} is not (O, I, k, k) with an odd k",
+                i + 1
+            );
+        }
+        if gamma.dims() != [o] || beta.dims() != [o] {
+            bail!(
+                "basic block {index}: bn{} has scale {:?} and shift {:?}, expected {o} channels each",
+                i + 1,
+                gamma.dims(),
+                beta.dims(),
+            );
+        }
+        dims4[i] = [o, c, kh, kw];
+    }
+    Ok(dims4)
+}
+
+/// A run of basic blocks in training mode on the CPU, as one op differentiable in the input and
+/// every parameter. Each block computes `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`,
+/// where `conv1` carries the block's stride, both convs pad by half their kernel and both norms
+/// use batch statistics; each block's output is the next one's input. Returns the last block's
+/// output and each block's two sets of batch statistics (for the caller's running averages).
 ///
 /// ```
-/// use candle_core::{Device, Tensor, Var};
-/// use kernels::{BasicBlockParams, BlockShortcut};
+/// use candle_core::{DType, Device, Tensor, Var};
+/// use kernels::{BasicBlock, BasicBlockParams, BlockShortcut};
 ///
 /// let dev = Device::Cpu;
 /// let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &dev)?)?;
 /// let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (4, 4, 3, 3), &dev)?)?;
-/// let (ones, zeros) = (Tensor::ones(4, candle_core::DType::F32, &dev)?, Tensor::zeros(4, candle_core::DType::F32, &dev)?);
+/// let (ones, zeros) = (Tensor::ones(4, DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?);
 /// let params = BasicBlockParams { conv1: &w, bn1: (&ones, &zeros), conv2: &w, bn2: (&ones, &zeros) };
-/// let (y, stats) = kernels::basic_block_train(&x, &params, 1, BlockShortcut::Identity, 1e-5)?;
+/// let block = BasicBlock { params, stride: 1, shortcut: BlockShortcut::Identity };
+/// let (y, stats) = kernels::basic_blocks_train(&x, &[block, block], 1e-5)?;
 /// assert_eq!(y.dims(), &[2, 4, 8, 8]);
-/// assert_eq!(stats[1].count, 2 * 8 * 8);
+/// assert_eq!((stats.len(), stats[1][0].count), (2, 2 * 8 * 8));
 /// let grads = y.sum_all()?.backward()?;
 /// assert_eq!(grads.get(&w).unwrap().dims(), &[4, 4, 3, 3]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn basic_block_train(
+pub fn basic_blocks_train(
     x: &Tensor,
-    params: &BasicBlockParams,
-    stride: usize,
-    shortcut: BlockShortcut,
+    blocks: &[BasicBlock],
     eps: f64,
-) -> Result<(Tensor, [BatchStats; 2])> {
-    let weight_dims = [params.conv1, params.conv2].map(|w| w.dims().to_vec());
-    let norms = [params.bn1, params.bn2];
-    for (i, (dims, (gamma, beta))) in weight_dims.iter().zip(norms).enumerate() {
-        let square_odd = dims.len() == 4 && dims[2] == dims[3] && dims[2] % 2 == 1;
-        if !square_odd {
-            bail!(
-                "basic block: conv{} weight {dims:?} is not (O, I, k, k) with an odd k",
-                i + 1
-            );
-        }
-        if gamma.dims() != [dims[0]] || beta.dims() != [dims[0]] {
-            bail!(
-                "basic block: bn{} has scale {:?} and shift {:?}, expected {} channels each",
-                i + 1,
-                gamma.dims(),
-                beta.dims(),
-                dims[0]
-            );
-        }
+) -> Result<(Tensor, Vec<[BatchStats; 2]>)> {
+    if blocks.is_empty() {
+        bail!("basic blocks: a run needs at least one block");
     }
-    let dims4 = |d: &[usize]| [d[0], d[1], d[2], d[3]];
+    let mut shapes = Vec::with_capacity(blocks.len());
+    let mut parts = Vec::with_capacity(6 * blocks.len());
+    for (index, block) in blocks.iter().enumerate() {
+        let p = &block.params;
+        shapes.push(BlockShape {
+            weight_dims: check_params(index, p)?,
+            stride: block.stride,
+            shortcut: block.shortcut,
+        });
+        parts.extend([
+            p.conv1.flatten_all()?,
+            p.bn1.0.clone(),
+            p.bn1.1.clone(),
+            p.conv2.flatten_all()?,
+            p.bn2.0.clone(),
+            p.bn2.1.clone(),
+        ]);
+    }
     let saved = Arc::new(OnceLock::new());
-    let op = BasicBlockOp {
-        weight_dims: [dims4(&weight_dims[0]), dims4(&weight_dims[1])],
-        stride,
-        shortcut,
+    let op = BasicBlocksOp {
+        blocks: shapes,
         eps,
         saved: saved.clone(),
     };
-    let packed = Tensor::cat(
-        &[
-            &params.conv1.flatten_all()?,
-            params.bn1.0,
-            params.bn1.1,
-            &params.conv2.flatten_all()?,
-            params.bn2.0,
-            params.bn2.1,
-        ],
-        0,
-    )?;
+    let packed = Tensor::cat(&parts, 0)?;
     let y = x.contiguous()?.apply_op2(&packed, op)?;
-    let saved: &Saved = saved.get().expect("forward saves its activations");
-    Ok((y, saved.stats.clone()))
+    let saved: &Vec<Saved> = saved.get().expect("forward saves its activations");
+    Ok((y, saved.iter().map(|s| s.stats.clone()).collect()))
 }

@@ -8,8 +8,9 @@
 //! - [`batch_norm_train`]: training-mode batch norm, optionally fused with the ReLU that follows
 //!   it, with the batch statistics computed in one pass and a fused backward;
 //!   [`batch_norm_add_relu`]: a residual block's last batch norm, shortcut sum and ReLU as one op.
-//! - [`basic_block_train`]: a whole basic block (conv, BN, ReLU, conv, BN, shortcut, ReLU) as one
-//!   op, so candle's autograd sees one activation-sized edge where the separate ops make five.
+//! - [`basic_blocks_train`]: a run of basic blocks (each conv, BN, ReLU, conv, BN, shortcut, ReLU)
+//!   as one op, so candle's autograd sees one activation-sized edge where the separate ops make
+//!   five per block.
 //! - [`max_pool2d`] (ImageNet's 3x3/2 stem pool) and [`subsample_pad`] (option A's shortcut):
 //!   one pass each way, the pool's gradient going to the first maximum as in PyTorch.
 //! - [`relu`] and [`add_relu`] (a residual block's `relu(F(x) + x)`): one pass forward, one pass
@@ -41,7 +42,7 @@ mod memory;
 mod norm;
 mod pool;
 
-pub use block::{BasicBlockParams, BlockShortcut, basic_block_train};
+pub use block::{BasicBlock, BasicBlockParams, BlockShortcut, basic_blocks_train};
 pub use conv::{Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_with};
 pub use memory::keep_freed_memory;
 pub use norm::{BatchStats, add_relu, batch_norm_add_relu, batch_norm_train, relu};

@@ -4,7 +4,7 @@
 //! variance, `y = gamma * (x - mean) / sqrt(var + eps) + beta`. The statistics take one pass: each
 //! plane's sum and squared deviations from its own mean, combined per channel in f64, so a large
 //! mean cannot cancel the variance away (and a conv can summarise the planes it just wrote, see
-//! [`crate::basic_block_train`]); the normalisation takes a second. The backward pass needs two: the per-channel sums
+//! [`crate::basic_blocks_train`]); the normalisation takes a second. The backward pass needs two: the per-channel sums
 //! `sum(g)` and `sum(g * xhat)`, then
 //! `dx = gamma / sigma * (g - sum(g) / M - xhat * sum(g * xhat) / M)` with `g` the output gradient,
 //! masked by `y > 0` when the ReLU is fused. The backward recomputes that mask from `x` with the
@@ -51,8 +51,32 @@ pub(crate) fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
 
 const LANES: usize = 8;
 
+/// Defines `$name` as `$inner` compiled twice, for AVX2 and for the baseline, picking one at run
+/// time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic in
+/// either build (Rust never fuses a multiply and an add on its own), so both give the same bits;
+/// the baseline's 4-lane vectors only run slower.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $inner:ident) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $inner($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+
 /// `sum(f(v))` over a slice, in `LANES` independent f32 partial sums (so it vectorises), returned in f64.
-#[inline]
+#[inline(always)]
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -84,7 +108,12 @@ pub(crate) struct PlaneMoments {
     m2: f64,
 }
 
-pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments {
+with_avx2! {
+    pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments => plane_moments_with
+}
+
+#[inline(always)]
+fn plane_moments_with(plane: &[f32]) -> PlaneMoments {
     let len = plane.len() as f64;
     let sum = lane_sum(plane, |v| v);
     let mean = (sum / len) as f32;
@@ -149,9 +178,15 @@ impl Affine {
     }
 }
 
-/// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked where the fused ReLU's output
-/// `relu.apply(x)` is not positive when given; f32 lanes, summed in f64.
-fn grad_row_sums(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64) {
+with_avx2! {
+    /// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked where the fused ReLU's output
+    /// `relu.apply(x)` is not positive when given; f32 lanes, summed in f64.
+    fn grad_row_sums(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64)
+        => grad_row_sums_with
+}
+
+#[inline(always)]
+fn grad_row_sums_with(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64) {
     let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
     let add = |g: &[f32], x: &[f32], acc_g: &mut [f32], acc_gx: &mut [f32]| {
         for (((sg, sgx), &g), &x) in acc_g.iter_mut().zip(acc_gx.iter_mut()).zip(g).zip(x) {
@@ -222,30 +257,51 @@ pub(crate) fn input_grad(
 ) -> Vec<f32> {
     cpu::build(x.len(), |dx| {
         dx.par_chunks_mut(c * hw)
-            .enumerate()
-            .for_each(|(img, dx_img)| {
-                for (ch, &(k, a, b)) in coef.iter().enumerate() {
-                    let at = (img * c + ch) * hw;
-                    let rows = dx_img[ch * hw..][..hw]
-                        .iter_mut()
-                        .zip(&x[at..at + hw])
-                        .zip(&dy[at..at + hw]);
-                    match relu {
-                        Some(f) => {
-                            let f = f[ch];
-                            for ((o, &x), &g) in rows {
-                                o.write(k * masked(g, f.apply(x)) + a * x + b);
-                            }
-                        }
-                        None => {
-                            for ((o, &x), &g) in rows {
-                                o.write(k * g + a * x + b);
-                            }
-                        }
-                    }
-                }
-            })
+            .zip(x.par_chunks(c * hw).zip(dy.par_chunks(c * hw)))
+            .for_each(|(dx, (x, dy))| input_grad_image(dx, x, dy, relu, hw, coef))
     })
+}
+
+with_avx2! {
+    /// [`input_grad`] of one image.
+    fn input_grad_image(
+        dx: &mut [std::mem::MaybeUninit<f32>],
+        x: &[f32],
+        dy: &[f32],
+        relu: Option<&[Affine]>,
+        hw: usize,
+        coef: &[(f32, f32, f32)],
+    ) => input_grad_image_with
+}
+
+#[inline(always)]
+fn input_grad_image_with(
+    dx: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    dy: &[f32],
+    relu: Option<&[Affine]>,
+    hw: usize,
+    coef: &[(f32, f32, f32)],
+) {
+    let planes = dx
+        .chunks_exact_mut(hw)
+        .zip(x.chunks_exact(hw).zip(dy.chunks_exact(hw)));
+    for (ch, (&(k, a, b), (dx, (x, dy)))) in coef.iter().zip(planes).enumerate() {
+        let rows = dx.iter_mut().zip(x).zip(dy);
+        match relu {
+            Some(f) => {
+                let f = f[ch];
+                for ((o, &x), &g) in rows {
+                    o.write(k * masked(g, f.apply(x)) + a * x + b);
+                }
+            }
+            None => {
+                for ((o, &x), &g) in rows {
+                    o.write(k * g + a * x + b);
+                }
+            }
+        }
+    }
 }
 
 /// Per channel, `(k, a, b)` of `dx = k * g + a * x + b`: `k = gamma / sigma`,
@@ -309,28 +365,56 @@ pub(crate) fn normalize(
         y.par_chunks_mut(c * hw)
             .zip(x.par_chunks(c * hw))
             .enumerate()
-            .for_each(|(img, (y_img, x_img))| {
-                let rows = y_img.chunks_exact_mut(hw).zip(x_img.chunks_exact(hw));
-                for (ch, (f, (y_row, x_row))) in affine.iter().zip(rows).enumerate() {
-                    let pairs = y_row.iter_mut().zip(x_row);
-                    match (shortcut, relu) {
-                        (Some(s), _) => {
-                            let s_row = &s[(img * c + ch) * hw..][..hw];
-                            for ((o, &v), &s) in pairs.zip(s_row) {
-                                let z = f.apply(v) + s;
-                                o.write(if relu { z.max(0.0) } else { z });
-                            }
-                        }
-                        (None, true) => pairs.for_each(|(o, &v)| {
-                            o.write(f.apply(v).max(0.0));
-                        }),
-                        (None, false) => pairs.for_each(|(o, &v)| {
-                            o.write(f.apply(v));
-                        }),
-                    }
-                }
+            .for_each(|(img, (y, x))| {
+                let shortcut = shortcut.map(|s| &s[img * c * hw..][..c * hw]);
+                normalize_image(y, x, hw, affine, shortcut, relu)
             })
     })
+}
+
+with_avx2! {
+    /// [`normalize`] of one image.
+    fn normalize_image(
+        y: &mut [std::mem::MaybeUninit<f32>],
+        x: &[f32],
+        hw: usize,
+        affine: &[Affine],
+        shortcut: Option<&[f32]>,
+        relu: bool,
+    ) => normalize_image_with
+}
+
+#[inline(always)]
+fn normalize_image_with(
+    y: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    hw: usize,
+    affine: &[Affine],
+    shortcut: Option<&[f32]>,
+    relu: bool,
+) {
+    let rows = y.chunks_exact_mut(hw).zip(x.chunks_exact(hw));
+    for (ch, (f, (y, x))) in affine.iter().zip(rows).enumerate() {
+        let pairs = y.iter_mut().zip(x);
+        match (shortcut, relu) {
+            (Some(s), true) => {
+                for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
+                    o.write((f.apply(v) + s).max(0.0));
+                }
+            }
+            (Some(s), false) => {
+                for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
+                    o.write(f.apply(v) + s);
+                }
+            }
+            (None, true) => pairs.for_each(|(o, &v)| {
+                o.write(f.apply(v).max(0.0));
+            }),
+            (None, false) => pairs.for_each(|(o, &v)| {
+                o.write(f.apply(v));
+            }),
+        }
+    }
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -445,9 +529,20 @@ pub(crate) fn check_batch(x: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// `(sum(g), sum(g * (x - m)))` over one row with `g = dz` where `z > 0` (else 0), in one pass
-/// that also writes `g`; f32 lanes, summed in f64.
-fn gated_row_sums(
+with_avx2! {
+    /// `(sum(g), sum(g * (x - m)))` over one row with `g = dz` where `z > 0` (else 0), in one pass
+    /// that also writes `g`; f32 lanes, summed in f64.
+    fn gated_row_sums(
+        dz: &[f32],
+        z: &[f32],
+        x: &[f32],
+        m: f32,
+        g: &mut [std::mem::MaybeUninit<f32>],
+    ) -> (f64, f64) => gated_row_sums_with
+}
+
+#[inline(always)]
+fn gated_row_sums_with(
     dz: &[f32],
     z: &[f32],
     x: &[f32],
@@ -455,12 +550,7 @@ fn gated_row_sums(
     g: &mut [std::mem::MaybeUninit<f32>],
 ) -> (f64, f64) {
     let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
-    let rows = dz
-        .chunks(LANES)
-        .zip(z.chunks(LANES))
-        .zip(x.chunks(LANES))
-        .zip(g.chunks_mut(LANES));
-    for (((dz, z), x), g) in rows {
+    let mut add = |dz: &[f32], z: &[f32], x: &[f32], g: &mut [std::mem::MaybeUninit<f32>]| {
         let lanes = acc_g.iter_mut().zip(acc_gx.iter_mut());
         for ((((sg, sgx), &dz), &z), (&x, g)) in lanes.zip(dz).zip(z).zip(x.iter().zip(g)) {
             let v = masked(dz, z);
@@ -468,7 +558,18 @@ fn gated_row_sums(
             *sg += v;
             *sgx += v * (x - m);
         }
+    };
+    // Whole chunks first, so the loop over lanes has a known length and vectorises.
+    let whole = dz.len() / LANES * LANES;
+    let rows = dz[..whole]
+        .chunks_exact(LANES)
+        .zip(z.chunks_exact(LANES))
+        .zip(x.chunks_exact(LANES))
+        .zip(g.chunks_exact_mut(LANES));
+    for (((dz, z), x), g) in rows {
+        add(dz, z, x, g);
     }
+    add(&dz[whole..], &z[whole..], &x[whole..], &mut g[whole..]);
     let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
     (total(acc_g), total(acc_gx))
 }

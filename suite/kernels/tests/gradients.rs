@@ -508,14 +508,16 @@ fn subsample_pad_matches_stock() {
     }
 }
 
-/// A basic block from the separate kernels, each checked against stock candle above.
+/// A basic block from the separate kernels, each checked against stock candle above; `t` holds
+/// the input, then conv1, bn1's scale and shift, conv2, bn2's scale and shift.
 fn separate_basic_block(
+    x: &Tensor,
     t: &[Tensor],
     stride: usize,
     shortcut: kernels::BlockShortcut,
 ) -> Result<Tensor> {
-    let [x, w1, g1, b1, w2, g2, b2] = t else {
-        unreachable!("seven inputs")
+    let [w1, g1, b1, w2, g2, b2] = t else {
+        unreachable!("six parameters")
     };
     let (h, _) =
         kernels::batch_norm_train(&kernels::conv2d(x, w1, 1, stride)?, g1, b1, 1e-5, true)?;
@@ -533,8 +535,79 @@ fn separate_basic_block(
     }
 }
 
+/// Random parameters of a `c_in -> c` basic block: conv1, bn1, conv2, bn2.
+fn random_block(c_in: usize, c: usize, rng: &mut ChaCha8Rng) -> Vec<Tensor> {
+    let w1 = random(&[c, c_in, 3, 3], rng).affine(0.3, 0.0).unwrap();
+    let (g1, b1) = (random(&[c], rng), random(&[c], rng));
+    let w2 = random(&[c, c, 3, 3], rng).affine(0.3, 0.0).unwrap();
+    let (g2, b2) = (random(&[c], rng), random(&[c], rng));
+    vec![w1, g1, b1, w2, g2, b2]
+}
+
+/// Checks a run of blocks, given as (c_in, c, stride, shortcut), against the separate kernels
+/// on an `n x c_in x h x w` input: the output and the gradient of the input and every parameter.
+fn check_basic_blocks(
+    (n, h, w): (usize, usize, usize),
+    run: &[(usize, usize, usize, kernels::BlockShortcut)],
+    rng: &mut ChaCha8Rng,
+) {
+    let x = random(&[n, run[0].0, h, w], rng);
+    let mut inputs = vec![x];
+    for &(c_in, c, _, _) in run {
+        inputs.extend(random_block(c_in, c, rng));
+    }
+    let strides: usize = run.iter().map(|r| r.2).product();
+    let out = [
+        n,
+        run.last().unwrap().1,
+        h.div_ceil(strides),
+        w.div_ceil(strides),
+    ];
+    let probe = random(&out, rng);
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let (y, g) = output_and_grads(&refs, &probe, |t| {
+        let blocks: Vec<kernels::BasicBlock> = run
+            .iter()
+            .zip(t[1..].chunks(6))
+            .map(|(&(_, _, stride, shortcut), p)| kernels::BasicBlock {
+                params: kernels::BasicBlockParams {
+                    conv1: &p[0],
+                    bn1: (&p[1], &p[2]),
+                    conv2: &p[3],
+                    bn2: (&p[4], &p[5]),
+                },
+                stride,
+                shortcut,
+            })
+            .collect();
+        Ok(kernels::basic_blocks_train(&t[0], &blocks, 1e-5)?.0)
+    });
+    let (sy, sg) = output_and_grads(&refs, &probe, |t| {
+        let mut y = t[0].clone();
+        for (&(_, _, stride, shortcut), p) in run.iter().zip(t[1..].chunks(6)) {
+            y = separate_basic_block(&y, p, stride, shortcut)?;
+        }
+        Ok(y)
+    });
+    let case = format!("{n}x{h}x{w} through {run:?}");
+    assert!(
+        rel_diff(&y, &sy) < 1e-6,
+        "{case}: output {}",
+        rel_diff(&y, &sy)
+    );
+    let names = ["dw1", "dgamma1", "dbeta1", "dw2", "dgamma2", "dbeta2"];
+    for (i, (a, b)) in g.iter().zip(&sg).enumerate() {
+        let name = match i {
+            0 => "dx".to_string(),
+            i => format!("block {} {}", (i - 1) / 6, names[(i - 1) % 6]),
+        };
+        let d = rel_diff(a, b);
+        assert!(d < 1e-5, "{case}: {name} {d}");
+    }
+}
+
 #[test]
-fn basic_block_matches_the_separate_kernels_in_every_input() {
+fn basic_blocks_match_the_separate_kernels_in_every_input() {
     use kernels::BlockShortcut::{Identity, None as Plain, ZeroPad};
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for (n, c_in, c, h, w, stride, shortcut) in [
@@ -545,48 +618,17 @@ fn basic_block_matches_the_separate_kernels_in_every_input() {
         (4, 16, 16, 8, 8, 1, Identity),
         (2, 16, 32, 8, 8, 2, ZeroPad),
     ] {
-        let x = random(&[n, c_in, h, w], &mut rng);
-        let w1 = random(&[c, c_in, 3, 3], &mut rng).affine(0.3, 0.0).unwrap();
-        let w2 = random(&[c, c, 3, 3], &mut rng).affine(0.3, 0.0).unwrap();
-        let (g1, b1, g2, b2) = (
-            random(&[c], &mut rng),
-            random(&[c], &mut rng),
-            random(&[c], &mut rng),
-            random(&[c], &mut rng),
-        );
-        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let probe = random(&[n, c, oh, ow], &mut rng);
-        let inputs = [&x, &w1, &g1, &b1, &w2, &g2, &b2];
-        let (y, g) = output_and_grads(&inputs, &probe, |t| {
-            let params = kernels::BasicBlockParams {
-                conv1: &t[1],
-                bn1: (&t[2], &t[3]),
-                conv2: &t[4],
-                bn2: (&t[5], &t[6]),
-            };
-            Ok(kernels::basic_block_train(&t[0], &params, stride, shortcut, 1e-5)?.0)
-        });
-        let (sy, sg) = output_and_grads(&inputs, &probe, |t| {
-            separate_basic_block(t, stride, shortcut)
-        });
-        let case = format!("{n}x{c_in}x{h}x{w} -> {c} stride {stride} {shortcut:?}");
-        assert!(
-            rel_diff(&y, &sy) < 1e-6,
-            "{case}: output {}",
-            rel_diff(&y, &sy)
-        );
-        for (i, name) in ["dx", "dw1", "dgamma1", "dbeta1", "dw2", "dgamma2", "dbeta2"]
-            .iter()
-            .enumerate()
-        {
-            let d = rel_diff(&g[i], &sg[i]);
-            assert!(d < 1e-5, "{case}: {name} {d}");
-        }
+        check_basic_blocks((n, h, w), &[(c_in, c, stride, shortcut)], &mut rng);
     }
+    // Runs: a stage boundary inside, and a plain net's blocks.
+    let run = [(4, 4, 1, Identity), (4, 8, 2, ZeroPad), (8, 8, 1, Identity)];
+    check_basic_blocks((3, 9, 8), &run, &mut rng);
+    let run = [(3, 6, 1, Plain), (6, 6, 2, Plain)];
+    check_basic_blocks((2, 8, 8), &run, &mut rng);
 }
 
 #[test]
-fn basic_block_rejects_a_shortcut_that_does_not_fit() {
+fn basic_blocks_reject_shapes_that_do_not_fit_and_name_the_block() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let x = random(&[2, 4, 8, 8], &mut rng);
     let w1 = random(&[8, 4, 3, 3], &mut rng);
@@ -598,7 +640,13 @@ fn basic_block_rejects_a_shortcut_that_does_not_fit() {
         conv2: &w2,
         bn2: (&ones, &ones),
     };
-    let err = kernels::basic_block_train(&x, &params, 2, kernels::BlockShortcut::Identity, 1e-5)
+    let block = |params, stride, shortcut| kernels::BasicBlock {
+        params,
+        stride,
+        shortcut,
+    };
+    let identity = block(params, 2, kernels::BlockShortcut::Identity);
+    let err = kernels::basic_blocks_train(&x, &[identity], 1e-5)
         .unwrap_err()
         .to_string();
     assert!(
@@ -606,12 +654,21 @@ fn basic_block_rejects_a_shortcut_that_does_not_fit() {
         "{err}"
     );
     let short = Tensor::ones(7, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let params = kernels::BasicBlockParams {
+    let bad = kernels::BasicBlockParams {
         bn2: (&short, &ones),
         ..params
     };
-    let err = kernels::basic_block_train(&x, &params, 2, kernels::BlockShortcut::ZeroPad, 1e-5)
+    let first = block(params, 2, kernels::BlockShortcut::ZeroPad);
+    let second = block(bad, 1, kernels::BlockShortcut::Identity);
+    let err = kernels::basic_blocks_train(&x, &[first, second], 1e-5)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("bn2") && err.contains("[7]"), "{err}");
+    assert!(
+        err.contains("block 1") && err.contains("bn2") && err.contains("[7]"),
+        "{err}"
+    );
+    let err = kernels::basic_blocks_train(&x, &[], 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least one block"), "{err}");
 }

@@ -13,9 +13,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
-use ::kernels::{BasicBlockParams, BlockShortcut};
+use ::kernels::{BasicBlock, BasicBlockParams, BlockShortcut};
 
-use crate::layers::{self, Chw, ConvBn, Cost, Head, Kernels, Traced};
+use crate::layers::{self, BatchNorm, Chw, ConvBn, Cost, Head, Kernels, Traced};
 use crate::ops;
 use crate::spec::{BlockKind, BottleneckStride, Family, ModelSpec, Shortcut};
 
@@ -192,9 +192,9 @@ impl Block {
         Ok(Self { units, shortcut })
     }
 
-    /// The block as one fused op, where it is a basic block with a parameter-free shortcut (or
-    /// none) training on the fast kernels; `None` where it is not.
-    fn forward_fused(&self, xs: &Tensor) -> Option<Result<Tensor>> {
+    /// The block as one step of a fused run of blocks ([`::kernels::basic_blocks_train`]): a
+    /// basic block whose shortcut has no parameters (or a plain one). `None` for the rest.
+    fn as_fused(&self) -> Option<FusedBlock<'_>> {
         let [first, second] = &self.units[..] else {
             return None;
         };
@@ -204,35 +204,23 @@ impl Block {
             Some(ShortcutPath::ZeroPad { .. }) => BlockShortcut::ZeroPad,
             Some(ShortcutPath::Projection(_)) => return None,
         };
-        if !self.kernels().fast_for(xs) || first.bn.eps() != second.bn.eps() {
-            return None;
-        }
-        let params = BasicBlockParams {
-            conv1: first.conv.weight(),
-            bn1: first.bn.scale_shift(),
-            conv2: second.conv.weight(),
-            bn2: second.bn.scale_shift(),
+        let block = BasicBlock {
+            params: BasicBlockParams {
+                conv1: first.conv.weight(),
+                bn1: first.bn.scale_shift(),
+                conv2: second.conv.weight(),
+                bn2: second.bn.scale_shift(),
+            },
+            stride: first.conv.stride(),
+            shortcut,
         };
-        let stride = first.conv.stride();
-        Some(
-            ::kernels::basic_block_train(xs, &params, stride, shortcut, first.bn.eps()).and_then(
-                |(ys, [stats1, stats2])| {
-                    first.bn.update_running_from(&stats1, xs.device())?;
-                    second.bn.update_running_from(&stats2, xs.device())?;
-                    Ok(ys)
-                },
-            ),
-        )
+        Some(FusedBlock {
+            block,
+            norms: [&first.bn, &second.bn],
+        })
     }
 
     fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
-        // Taps need each norm's own output, so they take the op-by-op path below.
-        if train
-            && !taps.enabled
-            && let Some(ys) = self.forward_fused(xs)
-        {
-            return ys;
-        }
         let last = self.units.len() - 1;
         if let (Some(path), true, false) = (&self.shortcut, train, taps.enabled) {
             // The last unit's norm, the sum and the ReLU as one op; taps need the norm's own
@@ -294,6 +282,28 @@ impl Traced for Block {
         }
         out
     }
+}
+
+/// A block as the fused op takes it, with the norms whose running statistics it updates.
+struct FusedBlock<'a> {
+    block: BasicBlock<'a>,
+    norms: [&'a BatchNorm; 2],
+}
+
+/// A run of basic blocks as one op, then each norm's running statistics updated from its batch.
+fn forward_fused(run: &[FusedBlock], xs: &Tensor) -> Result<Tensor> {
+    let eps = run[0].norms[0].eps();
+    if run.iter().flat_map(|f| f.norms).any(|bn| bn.eps() != eps) {
+        candle_core::bail!("a fused run of blocks needs one batch-norm eps throughout");
+    }
+    let blocks: Vec<BasicBlock> = run.iter().map(|f| f.block).collect();
+    let (ys, stats) = ::kernels::basic_blocks_train(xs, &blocks, eps)?;
+    for (fused, stats) in run.iter().zip(&stats) {
+        for (bn, stats) in fused.norms.iter().zip(stats) {
+            bn.update_running_from(stats, xs.device())?;
+        }
+    }
+    Ok(ys)
 }
 
 /// A network of either family, plain or residual.
@@ -360,8 +370,23 @@ impl ResNet {
         if matches!(self.spec.family, Family::ImageNet { .. }) {
             ys = layers::max_pool2d(&ys, (3, 2, 1), self.kernels())?;
         }
-        for block in self.blocks() {
-            ys = block.forward(&ys, train, taps)?;
+        let blocks: Vec<&Block> = self.blocks().collect();
+        // Training on the fast kernels, runs of basic blocks go through one fused op each; taps
+        // need each norm's own output, so they take the op-by-op path.
+        let fuse = train && !taps.enabled && self.kernels().fast_for(&ys);
+        let mut rest = &blocks[..];
+        while let [block, after @ ..] = rest {
+            let run: Vec<FusedBlock> = match fuse {
+                true => rest.iter().map_while(|b| b.as_fused()).collect(),
+                false => Vec::new(),
+            };
+            if run.is_empty() {
+                ys = block.forward(&ys, train, taps)?;
+                rest = after;
+            } else {
+                ys = forward_fused(&run, &ys)?;
+                rest = &rest[run.len()..];
+            }
         }
         self.head.forward(&ys)
     }
