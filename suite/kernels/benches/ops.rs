@@ -1,6 +1,7 @@
 //! The fast kernels at the nets' real shapes: CIFAR (batch 128; 16, 32, 64 channels at 32, 16, 8 px)
 //! and ResNet-50 on ImageNet (batch 16), with the GEMM conv path beside the direct one at the CIFAR
-//! shapes and candle's stock ops at one.
+//! shapes and candle's stock ops at one, and a run of fused basic blocks beside the same blocks
+//! built from the separate kernels.
 //!
 //! `cargo bench -p kernels --bench ops`; `suite bench op` prints the same passes with GFLOP/s.
 
@@ -84,5 +85,69 @@ fn batch_norm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, batch_norm);
+/// A CIFAR stage's run of three identity blocks (16 channels, 32x32, batch 128), forward and
+/// backward: one fused op, and the same blocks from the separate kernels.
+fn basic_blocks(c: &mut Criterion) {
+    kernels::keep_freed_memory();
+    let mut group = c.benchmark_group("basic-blocks");
+    group.sample_size(10);
+    let (n, ch, size) = (128, 16, 32);
+    let x = Var::from_tensor(&random(&[n, ch, size, size], 1.0)).unwrap();
+    let params: Vec<Var> = (0..3)
+        .flat_map(|_| {
+            [
+                random(&[ch, ch, 3, 3], 0.1),
+                random(&[ch], 1.0),
+                random(&[ch], 1.0),
+                random(&[ch, ch, 3, 3], 0.1),
+                random(&[ch], 1.0),
+                random(&[ch], 1.0),
+            ]
+        })
+        .map(|t| Var::from_tensor(&t).unwrap())
+        .collect();
+    let blocks: Vec<kernels::BasicBlock> = params
+        .chunks(6)
+        .map(|p| kernels::BasicBlock {
+            params: kernels::BasicBlockParams {
+                conv1: &p[0],
+                bn1: (&p[1], &p[2]),
+                conv2: &p[3],
+                bn2: (&p[4], &p[5]),
+            },
+            stride: 1,
+            shortcut: kernels::BlockShortcut::Identity,
+        })
+        .collect();
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(
+        BenchmarkId::new("fused forward+backward", "cifar-16x32-x3"),
+        |b| {
+            b.iter(|| {
+                let (y, _) = kernels::basic_blocks_train(&x, &blocks, 1e-5).unwrap();
+                y.backward().unwrap()
+            })
+        },
+    );
+    group.bench_function(
+        BenchmarkId::new("separate forward+backward", "cifar-16x32-x3"),
+        |b| {
+            b.iter(|| {
+                let mut y = x.as_tensor().clone();
+                for p in params.chunks(6) {
+                    let c1 = kernels::conv2d(&y, &p[0], 1, 1).unwrap();
+                    let (h, _) = kernels::batch_norm_train(&c1, &p[1], &p[2], 1e-5, true).unwrap();
+                    let c2 = kernels::conv2d(&h, &p[3], 1, 1).unwrap();
+                    y = kernels::batch_norm_add_relu(&c2, &p[4], &p[5], &y, 1e-5)
+                        .unwrap()
+                        .0;
+                }
+                y.backward().unwrap()
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, conv, batch_norm, basic_blocks);
 criterion_main!(benches);
