@@ -37,8 +37,9 @@ pub trait Traced {
 /// Which implementation of the training ops (conv, batch norm, ReLU) the layers run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Kernels {
-    /// The `kernels` crate's GEMM conv, fused batch norm + ReLU and one-pass ReLU, wherever the
-    /// tensors are f32 on the CPU; candle's own ops elsewhere (e.g. on CUDA).
+    /// The `kernels` crate's conv, fused batch norm + ReLU, one-pass ReLU and (in training) fused
+    /// runs of basic blocks, wherever the tensors are f32 on the CPU; candle's own ops elsewhere
+    /// (e.g. on CUDA).
     #[default]
     Fast,
     /// candle's stock ops everywhere: the reference the fast kernels are checked against.

@@ -6,7 +6,8 @@
 //! ([`init`]), a trainable padded max pool and a strided slice ([`ops`]), parameter and multiply-add
 //! counts from the module graph itself ([`layers::Cost`]), the per-layer responses of Fig. 7
 //! ([`Tap`]), and safetensors weights under torchvision's names ([`weights`]). On the CPU the
-//! layers run the `kernels` crate's fast ops by default; [`Kernels::Stock`] selects candle's own
+//! layers run the `kernels` crate's fast ops by default, and in training each run of basic blocks
+//! with parameter-free shortcuts is one fused op; [`Kernels::Stock`] selects candle's own
 //! (`ResNet::set_kernels`).
 //!
 //! ```

@@ -775,49 +775,43 @@ mod kernels {
         }
     }
 
-    /// One weight-gradient tile: gradient planes `co0..co0 + MR` x input planes `ci0..ci0 + NK`
-    /// at one tap, summed over every position of every image and added to `sums` (rows
-    /// `row_stride` apart). Rows past the channel counts repeat a real plane; the caller drops
-    /// their sums.
+    /// One weight-gradient tile at one tap: `MR` gradient planes x `NK` input planes, summed over
+    /// every position of `images` images and added to `sums` (rows `row_stride` apart). `dy` and
+    /// `x` point at the tile's first planes (see [`Run`]): per image, its `MR` gradient planes
+    /// one after the other, the next image `dy_stride` on, and its `NK` input planes, read at the
+    /// tap's `offset`, the next image `x_stride` on.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn weight_tile<S: Vector, const NK: usize>(
-        layout: &Layout,
         taps: &Taps,
-        (x, dy, images): (*const f32, *const f32, usize),
+        (dy, dy_stride, plane): (*const f32, usize, usize),
+        (x, x_stride, in_plane): (*const f32, usize, usize),
+        images: usize,
         masks: &[S::Mask],
         (tap, offset): (usize, isize),
-        (co0, ci0): (usize, usize),
         sums: *mut f32,
         row_stride: usize,
     ) {
         let t = taps.offsets.len();
-        let plane = layout.plane;
-        let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * plane);
-        let mut co = [0usize; MR];
-        for (m, co) in co.iter_mut().enumerate() {
-            *co = (co0 + m).min(layout.c_out - 1) * plane;
-        }
-        let mut ci = [0isize; NK];
-        for (j, ci) in ci.iter_mut().enumerate() {
-            *ci = ((ci0 + j).min(layout.c_in - 1) * layout.in_plane) as isize + offset;
-        }
         let masks = masks.as_ptr();
         unsafe {
             let mut acc = [[S::zero(); NK]; MR];
             for i in 0..images {
-                let (g, xi) = (dy.add(i * output_len), x.add(i * image_len));
+                let (g, xi) = (
+                    dy.add(i * dy_stride),
+                    x.add(i * x_stride).wrapping_offset(offset),
+                );
                 let mut v = 0;
                 while v < taps.vectors {
                     let mask = *masks.add(v * t + tap);
                     let q = v * S::LANES;
                     let mut gv = [S::zero(); MR];
-                    for (gv, &co) in gv.iter_mut().zip(&co) {
-                        *gv = S::load(g.add(co + q));
+                    for (m, gv) in gv.iter_mut().enumerate() {
+                        *gv = S::load(g.add(m * plane + q));
                     }
-                    for (j, &ci) in ci.iter().enumerate() {
-                        // Masked-off lanes may point outside the image: never dereferenced.
-                        let xv = S::load_masked(xi.wrapping_offset(ci).wrapping_add(q), mask);
+                    for j in 0..NK {
+                        // Masked-off lanes may point outside the plane: never dereferenced.
+                        let xv = S::load_masked(xi.wrapping_add(j * in_plane + q), mask);
                         for (acc, &gv) in acc.iter_mut().zip(&gv) {
                             acc[j] = S::fma(gv, xv, acc[j]);
                         }
@@ -833,6 +827,28 @@ mod kernels {
         }
     }
 
+    /// Copies `images` images of `channels` planes into `packed` as [channel block][image][channel
+    /// in the block][plane], blocks of `block` channels; channels past the last repeat it (their
+    /// sums are dropped). A block's planes for a run of images are then one contiguous stretch:
+    /// read in place, a small map's planes sit a multiple of 4 KiB apart from image to image, all
+    /// in the same few L1 sets, and the tile's nine passes would miss L1 on every image.
+    fn pack_blocks(
+        src: &[f32],
+        (images, channels, plane): (usize, usize, usize),
+        block: usize,
+        packed: &mut Vec<f32>,
+    ) {
+        packed.clear();
+        for b in 0..channels.div_ceil(block) {
+            for i in 0..images {
+                for m in 0..block {
+                    let c = (b * block + m).min(channels - 1);
+                    packed.extend_from_slice(&src[(i * channels + c) * plane..][..plane]);
+                }
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn weight_grad_with<S: Vector, const NK: usize>(
         layout: &Layout,
@@ -842,11 +858,63 @@ mod kernels {
     ) {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
+        let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
+        let whole_blocks = layout.c_in.is_multiple_of(NK) && layout.c_out.is_multiple_of(MR);
         for (x, dy) in x
             .chunks(chunk * image_len)
             .zip(dy.chunks(chunk * output_len))
         {
-            unsafe { weight_grad_run::<S, NK>(layout, taps, &masks, (x, dy), sums) };
+            let images = x.len() / image_len;
+            // A few images' planes map to few enough L1 sets to be read in place (one image's
+            // block is consecutive channels); a longer run of small maps is packed first, as is
+            // a channel count that leaves a partial block.
+            let (x_run, dy_run) = if images <= 4 && whole_blocks {
+                let x_run = Run::in_place(x, layout.in_plane, image_len, NK);
+                (x_run, Run::in_place(dy, layout.plane, output_len, MR))
+            } else {
+                pack_blocks(x, (images, layout.c_in, layout.in_plane), NK, &mut x_packed);
+                pack_blocks(dy, (images, layout.c_out, layout.plane), MR, &mut dy_packed);
+                let x_run = Run::packed(&x_packed, layout.in_plane, images, NK);
+                (x_run, Run::packed(&dy_packed, layout.plane, images, MR))
+            };
+            unsafe {
+                weight_grad_run::<S, NK>(layout, taps, &masks, (x_run, dy_run, images), sums)
+            };
+        }
+    }
+
+    /// Where a run of images' planes lie for the weight-gradient tiles: block `b` of channels
+    /// starts at `b * block_step`, its planes `plane` apart and each image `image_step` after the
+    /// one before.
+    #[derive(Clone, Copy)]
+    struct Run<'a> {
+        data: &'a [f32],
+        plane: usize,
+        block_step: usize,
+        image_step: usize,
+    }
+
+    impl<'a> Run<'a> {
+        fn in_place(data: &'a [f32], plane: usize, image_len: usize, block: usize) -> Self {
+            Self {
+                data,
+                plane,
+                block_step: block * plane,
+                image_step: image_len,
+            }
+        }
+
+        fn packed(data: &'a [f32], plane: usize, images: usize, block: usize) -> Self {
+            Self {
+                data,
+                plane,
+                block_step: images * block * plane,
+                image_step: block * plane,
+            }
+        }
+
+        fn block(&self, b: usize) -> *const f32 {
+            self.data[b * self.block_step..].as_ptr()
         }
     }
 
@@ -857,28 +925,28 @@ mod kernels {
         layout: &Layout,
         taps: &Taps,
         masks: &[S::Mask],
-        (x, dy): (&[f32], &[f32]),
+        (x, dy, images): (Run, Run, usize),
         sums: &mut [f32],
     ) {
         let t = taps.offsets.len();
-        let images = x.len() / (layout.c_in * layout.in_plane);
         let ci_round = layout.c_in.div_ceil(NK) * NK;
-        let data = (x.as_ptr(), dy.as_ptr(), images);
         let s = sums.as_mut_ptr();
         // Taps innermost: the tile's planes stay in L1 across the nine passes (see
         // `WEIGHT_GRAD_L1_BYTES`).
         for co0 in (0..layout.c_out).step_by(MR) {
+            let g = dy.block(co0 / MR);
             for ci0 in (0..layout.c_in).step_by(NK) {
+                let xb = x.block(ci0 / NK);
                 for (tap, &offset) in taps.offsets.iter().enumerate() {
                     let at = (co0 * t + tap) * ci_round + ci0;
                     unsafe {
                         weight_tile::<S, NK>(
-                            layout,
                             taps,
-                            data,
+                            (g, dy.image_step, dy.plane),
+                            (xb, x.image_step, x.plane),
+                            images,
                             masks,
                             (tap, offset),
-                            (co0, ci0),
                             s.add(at),
                             t * ci_round,
                         )
