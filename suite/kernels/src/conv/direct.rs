@@ -13,16 +13,18 @@
 //! A stride-`s` conv reads input row `s * oy + ky - pad`. Split each input plane into `s * s`
 //! phase planes of the output's size, phase `(a, b)` holding rows `a, a + s, ...` and columns
 //! `b, b + s, ...`: tap `(ky, kx)` then reads one phase plane at a fixed shift of the output
-//! position, which is the same-conv walk with other offsets and masks. The split costs one copy
-//! of the input; the input gradient is one forward pass over `dy` per phase, with that phase's
-//! taps mirrored, interleaved back into the input's planes.
+//! position, which is the same-conv walk with other offsets and masks. The split copies each image
+//! into a buffer that stays in cache just before the kernels read it; the input gradient is one
+//! forward pass over `dy` per phase, with that phase's taps mirrored, interleaved back into the
+//! input's planes.
 //!
 //! - Forward: a tile of (output channels x vectors of positions) stays in registers while the
 //!   kernel streams over taps and input channels; a same conv's input gradient is the same pass
 //!   over `dy` with the flipped weights (see `transposed_conv`).
 //! - Weight gradient: a tile of (output channels x input channels) for one tap, one partial sum
 //!   per vector lane, stays in registers while the kernel streams over the positions of a few
-//!   images.
+//!   images. For small maps those images' tile planes are first packed into one contiguous run:
+//!   in place they lie a multiple of 4 KiB apart and crowd a few L1 sets.
 //!
 //! The GEMM path spends most of its time building, packing and copying the column matrix at the
 //! CIFAR nets' channel counts (16 to 64); this path reads each image straight from cache. It needs
@@ -216,39 +218,59 @@ fn phase_shift(g: &Conv2dGeometry, ky: usize, kx: usize) -> Shift {
     }
 }
 
-/// The input as the kernels read it: the batch itself for a same conv, else each channel split
-/// into its `stride * stride` phase planes (see the module docs), and the layout to go with it.
-fn phase_planes<'a>(g: &Conv2dGeometry, x: &'a [f32]) -> (std::borrow::Cow<'a, [f32]>, Layout) {
-    let layout = Layout {
+/// The planes the kernels read for `g`: a same conv's input planes as they are, a strided conv's
+/// each split into its `stride * stride` phase planes (see the module docs) of the output's size.
+fn layout_of(g: &Conv2dGeometry) -> Layout {
+    Layout {
         c_in: g.c_in,
         c_out: g.c_out,
         plane: g.positions(),
         in_plane: g.height * g.width,
-    };
-    if g.stride == 1 {
-        return (x.into(), layout);
     }
-    let (s, w, plane) = (g.stride, g.width, g.positions());
-    let split = cpu::build(x.len(), |dst| {
-        dst.par_chunks_mut(GRAIN_PLANES * s * s * plane)
-            .zip(x.par_chunks(GRAIN_PLANES * s * s * plane))
-            .for_each(|(dst, src)| {
-                let planes = dst
-                    .chunks_exact_mut(s * s * plane)
-                    .zip(src.chunks_exact(s * s * plane));
-                for (phases, src) in planes {
-                    // Stride 2, the nets' only one, as a constant: its loops then vectorise.
-                    match s {
-                        2 => split_plane(2, src, w, phases),
-                        s => split_plane(s, src, w, phases),
-                    }
-                }
-            })
-    });
-    (split.into(), layout)
 }
 
-/// Channel planes per parallel task in the phase split and its inverse.
+/// How a strided conv's input planes become phase planes: the stride and the input's width.
+/// The split is done a few images at a time, into a buffer that stays in cache, rather than for
+/// the whole batch up front: that would write and read back an input-sized copy through memory,
+/// which on a CIFAR net's strided convs cost as much as the convolution itself.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    stride: usize,
+    width: usize,
+}
+
+impl Split {
+    fn of(g: &Conv2dGeometry) -> Option<Self> {
+        (g.stride > 1).then_some(Self {
+            stride: g.stride,
+            width: g.width,
+        })
+    }
+
+    /// Appends one input plane's phase planes to `dst`.
+    fn push_plane(self, src: &[f32], dst: &mut Vec<f32>) {
+        let start = dst.len();
+        dst.reserve(src.len());
+        let phases = &mut dst.spare_capacity_mut()[..src.len()];
+        // Stride 2, the nets' only one, as a constant: its loops then vectorise.
+        match self.stride {
+            2 => split_plane(2, src, self.width, phases),
+            s => split_plane(s, src, self.width, phases),
+        }
+        // SAFETY: `split_plane` writes each of the plane's values once, to its phase position.
+        unsafe { dst.set_len(start + src.len()) };
+    }
+
+    /// The phase planes of every plane in `src`, in `dst` (cleared first).
+    fn planes(self, src: &[f32], plane: usize, dst: &mut Vec<f32>) {
+        dst.clear();
+        for p in src.chunks_exact(plane) {
+            self.push_plane(p, dst);
+        }
+    }
+}
+
+/// Channel planes per parallel task in the phase merge.
 const GRAIN_PLANES: usize = 16;
 
 /// Splits one input plane (`w` wide, its size a multiple of `s` both ways) into its `s * s` phase
@@ -306,20 +328,27 @@ pub(super) fn forward(
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     let simd = simd().expect("direct conv called without checking `applies`");
     let taps = Taps::forward(g, simd.lanes());
-    let (x, layout) = phase_planes(g, x);
     let t = taps.offsets.len();
     let weight = |co, ci, tap| w[(co * g.c_in + ci) * t + tap];
-    run_forward(simd, &layout, &taps, &x, weight, moments)
+    run_forward(
+        simd,
+        &layout_of(g),
+        &taps,
+        (x, Split::of(g)),
+        weight,
+        moments,
+    )
 }
 
-/// One forward pass of the kernels over every image in `x`, with `weight(co, ci, tap)` the weight
-/// of output channel `co`, input channel `ci` and tap `tap`; with `moments`, also the moments of
-/// every output plane (in NCHW order).
+/// One forward pass of the kernels over every image in `x` (each split into phase planes first
+/// when `split` says so), with `weight(co, ci, tap)` the weight of output channel `co`, input
+/// channel `ci` and tap `tap`; with `moments`, also the moments of every output plane (in NCHW
+/// order).
 fn run_forward(
     simd: Simd,
     layout: &Layout,
     taps: &Taps,
-    x: &[f32],
+    (x, split): (&[f32], Option<Split>),
     weight: impl Fn(usize, usize, usize) -> f32,
     moments: bool,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
@@ -346,10 +375,18 @@ fn run_forward(
             .map(|(ys, xs)| {
                 let mut found =
                     Vec::with_capacity(if moments { ys.len() / layout.plane } else { 0 });
+                let mut phases = Vec::new();
                 let images = ys
                     .chunks_exact_mut(output_len)
                     .zip(xs.chunks_exact(image_len));
                 for (y, x) in images {
+                    let x = match split {
+                        Some(split) => {
+                            split.planes(x, layout.in_plane, &mut phases);
+                            &phases[..]
+                        }
+                        None => x,
+                    };
                     // SAFETY: `simd` was detected on this CPU; `x` and `y` hold one image of
                     // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels
                     // only load lanes whose mask bit marks a position inside the image.
@@ -398,7 +435,7 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                 .collect();
             let phase_taps = Taps::new(g.out_h, g.out_w, &mirrored, simd.lanes());
             let weight = |ci, co, j: usize| w[(co * g.c_in + ci) * t + taps[j].0];
-            Some(run_forward(simd, &layout, &phase_taps, dy, weight, false).0)
+            Some(run_forward(simd, &layout, &phase_taps, (dy, None), weight, false).0)
         })
         .collect();
     let (w, hw) = (g.width, g.height * g.width);
@@ -422,10 +459,9 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
 pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
     let taps = Taps::forward(g, simd.lanes());
-    // A strided conv splits its input again rather than keeping the forward's split alive until
-    // the backward: one copy pass (under 1% of a ResNet-20 step) instead of an input-sized buffer
-    // held per strided conv.
-    let (x, layout) = phase_planes(g, x);
+    // A strided conv splits its input again, run by run as it packs it, rather than keeping the
+    // forward's split alive until the backward.
+    let layout = layout_of(g);
     let t = taps.offsets.len();
     let nk = kernels::weight_tile_width(simd);
     let (co_round, ci_round) = (g.c_out.div_ceil(MR) * MR, g.c_in.div_ceil(nk) * nk);
@@ -442,7 +478,16 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
             // SAFETY: `simd` was detected on this CPU; `xs` and `dys` hold whole images of `c_in`
             // and `c_out` planes of whole vectors (see `applies_to_weight_grad`), `sums` is laid
             // out as above, and only masked-in lanes are loaded.
-            unsafe { kernels::weight_grad(simd, &layout, &taps, (xs, dys, chunk), &mut sums) };
+            unsafe {
+                kernels::weight_grad(
+                    simd,
+                    &layout,
+                    &taps,
+                    (xs, dys, chunk),
+                    Split::of(g),
+                    &mut sums,
+                )
+            };
             sums
         })
         .collect();
@@ -475,7 +520,7 @@ struct Layout {
 mod kernels {
     use std::arch::x86_64::*;
 
-    use super::{Layout, MR, Simd, Taps};
+    use super::{Layout, MR, Simd, Split, Taps};
 
     /// The few vector operations the kernels use, for one instruction set.
     trait Vector {
@@ -829,13 +874,15 @@ mod kernels {
 
     /// Copies `images` images of `channels` planes into `packed` as [channel block][image][channel
     /// in the block][plane], blocks of `block` channels; channels past the last repeat it (their
-    /// sums are dropped). A block's planes for a run of images are then one contiguous stretch:
+    /// sums are dropped), each split into phase planes on the way when `split` says so. A
+    /// block's planes for a run of images are then one contiguous stretch:
     /// read in place, a small map's planes sit a multiple of 4 KiB apart from image to image, all
     /// in the same few L1 sets, and the tile's nine passes would miss L1 on every image.
     fn pack_blocks(
         src: &[f32],
         (images, channels, plane): (usize, usize, usize),
         block: usize,
+        split: Option<Split>,
         packed: &mut Vec<f32>,
     ) {
         packed.clear();
@@ -843,7 +890,11 @@ mod kernels {
             for i in 0..images {
                 for m in 0..block {
                     let c = (b * block + m).min(channels - 1);
-                    packed.extend_from_slice(&src[(i * channels + c) * plane..][..plane]);
+                    let plane = &src[(i * channels + c) * plane..][..plane];
+                    match split {
+                        Some(split) => split.push_plane(plane, packed),
+                        None => packed.extend_from_slice(plane),
+                    }
                 }
             }
         }
@@ -854,6 +905,7 @@ mod kernels {
         layout: &Layout,
         taps: &Taps,
         (x, dy, chunk): (&[f32], &[f32], usize),
+        split: Option<Split>,
         sums: &mut [f32],
     ) {
         let masks = unsafe { masks::<S>(taps) };
@@ -867,13 +919,18 @@ mod kernels {
             let images = x.len() / image_len;
             // A few images' planes map to few enough L1 sets to be read in place (one image's
             // block is consecutive channels); a longer run of small maps is packed first, as is
-            // a channel count that leaves a partial block.
-            let (x_run, dy_run) = if images <= 4 && whole_blocks {
+            // a channel count that leaves a partial block, and a strided conv's input, which is
+            // split into phase planes as it is packed.
+            let (x_run, dy_run) = if images <= 4 && whole_blocks && split.is_none() {
                 let x_run = Run::in_place(x, layout.in_plane, image_len, NK);
                 (x_run, Run::in_place(dy, layout.plane, output_len, MR))
             } else {
-                pack_blocks(x, (images, layout.c_in, layout.in_plane), NK, &mut x_packed);
-                pack_blocks(dy, (images, layout.c_out, layout.plane), MR, &mut dy_packed);
+                let (x_dims, dy_dims) = (
+                    (images, layout.c_in, layout.in_plane),
+                    (images, layout.c_out, layout.plane),
+                );
+                pack_blocks(x, x_dims, NK, split, &mut x_packed);
+                pack_blocks(dy, dy_dims, MR, None, &mut dy_packed);
                 let x_run = Run::packed(&x_packed, layout.in_plane, images, NK);
                 (x_run, Run::packed(&dy_packed, layout.plane, images, MR))
             };
@@ -961,9 +1018,10 @@ mod kernels {
         layout: &Layout,
         taps: &Taps,
         data: (&[f32], &[f32], usize),
+        split: Option<Split>,
         sums: &mut [f32],
     ) {
-        unsafe { weight_grad_with::<Avx512, 4>(layout, taps, data, sums) }
+        unsafe { weight_grad_with::<Avx512, 4>(layout, taps, data, split, sums) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -971,9 +1029,10 @@ mod kernels {
         layout: &Layout,
         taps: &Taps,
         data: (&[f32], &[f32], usize),
+        split: Option<Split>,
         sums: &mut [f32],
     ) {
-        unsafe { weight_grad_with::<Avx2, 2>(layout, taps, data, sums) }
+        unsafe { weight_grad_with::<Avx2, 2>(layout, taps, data, split, sums) }
     }
 
     /// Adds the weight gradient of the images in `x` and `dy` to `sums`
@@ -988,6 +1047,7 @@ mod kernels {
         layout: &Layout,
         taps: &Taps,
         (x, dy, chunk): (&[f32], &[f32], usize),
+        split: Option<Split>,
         sums: &mut [f32],
     ) {
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
@@ -1000,8 +1060,8 @@ mod kernels {
         );
         unsafe {
             match simd {
-                Simd::Avx512 => weight_grad_avx512(layout, taps, (x, dy, chunk), sums),
-                Simd::Avx2 => weight_grad_avx2(layout, taps, (x, dy, chunk), sums),
+                Simd::Avx512 => weight_grad_avx512(layout, taps, (x, dy, chunk), split, sums),
+                Simd::Avx2 => weight_grad_avx2(layout, taps, (x, dy, chunk), split, sums),
             }
         }
     }
@@ -1031,6 +1091,7 @@ mod kernels {
         _: &Layout,
         _: &Taps,
         _: (&[f32], &[f32], usize),
+        _: Option<super::Split>,
         _: &mut [f32],
     ) {
         unreachable!("no vector kernels on this architecture")
