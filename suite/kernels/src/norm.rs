@@ -323,6 +323,27 @@ pub(crate) fn input_grad_coefficients(
         .collect()
 }
 
+/// Training-mode batch norm's forward over `x`: the batch statistics, kept in `slot` for the
+/// backward pass, and the normalised output (plus `shortcut`, then a ReLU, as [`normalize`]
+/// takes them).
+fn normalize_batch(
+    name: &str,
+    x: &[f32],
+    dims @ (_, c, hw): (usize, usize, usize),
+    (gamma, beta, eps): (&[f32], &[f32], f64),
+    shortcut: Option<&[f32]>,
+    relu: bool,
+    slot: &OnceLock<BatchStats>,
+) -> Result<Vec<f32>> {
+    let stats = batch_stats(x, dims);
+    let affine = affine(&stats, eps, gamma, beta);
+    let y = normalize(x, (c, hw), &affine, shortcut, relu);
+    if slot.set(stats).is_err() {
+        bail!("{name}: an op instance runs forward once");
+    }
+    Ok(y)
+}
+
 struct BatchNormOp {
     eps: f64,
     relu: bool,
@@ -432,7 +453,7 @@ impl CustomOp3 for BatchNormOp {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let dims @ (_, c, hw) = channel_layout(xl.dims())?;
+        let dims @ (_, c, _) = channel_layout(xl.dims())?;
         let (x, gamma, beta) = (
             cpu::slice(name, xs, xl)?,
             cpu::slice(name, gs, gl)?,
@@ -445,12 +466,8 @@ impl CustomOp3 for BatchNormOp {
                 beta.len()
             );
         }
-        let stats = batch_stats(x, dims);
-        let affine = affine(&stats, self.eps, gamma, beta);
-        let y = normalize(x, (c, hw), &affine, None, self.relu);
-        if self.stats.set(stats).is_err() {
-            bail!("{name}: an op instance runs forward once");
-        }
+        let norm = (gamma, beta, self.eps);
+        let y = normalize_batch(name, x, dims, norm, None, self.relu, &self.stats)?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -639,7 +656,7 @@ impl CustomOp3 for BatchNormAddReluOp {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let dims @ (_, c, hw) = channel_layout(xl.dims())?;
+        let dims @ (_, c, _) = channel_layout(xl.dims())?;
         if sl.dims() != xl.dims() {
             bail!(
                 "{name}: the input {:?} and the shortcut {:?} differ in shape",
@@ -659,12 +676,8 @@ impl CustomOp3 for BatchNormAddReluOp {
                 2 * c
             );
         }
-        let stats = batch_stats(x, dims);
-        let affine = affine(&stats, self.eps, &params[..c], &params[c..]);
-        let z = normalize(x, (c, hw), &affine, Some(shortcut), true);
-        if self.stats.set(stats).is_err() {
-            bail!("{name}: an op instance runs forward once");
-        }
+        let norm = (&params[..c], &params[c..], self.eps);
+        let z = normalize_batch(name, x, dims, norm, Some(shortcut), true, &self.stats)?;
         Ok((CpuStorage::F32(z), xl.shape().clone()))
     }
 
