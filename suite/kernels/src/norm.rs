@@ -51,26 +51,28 @@ pub(crate) fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
 
 const LANES: usize = 8;
 
-/// Defines `$name` as `$inner` compiled twice, for AVX2 and for the baseline, picking one at run
-/// time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic in
-/// either build (Rust never fuses a multiply and an add on its own), so both give the same bits;
-/// the baseline's 4-lane vectors only run slower.
+/// Defines a function whose body is compiled twice, for AVX2 and for the baseline, picking one at
+/// run time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic
+/// in either build (Rust never fuses a multiply and an add on its own), so both give the same
+/// bits; the baseline's 4-lane vectors only run slower.
 macro_rules! with_avx2 {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $inner:ident) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $inner($($arg),*)
+                    body($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2.
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $inner($($arg),*)
+            body($($arg),*)
         }
     };
 }
@@ -109,20 +111,17 @@ pub(crate) struct PlaneMoments {
 }
 
 with_avx2! {
-    pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments => plane_moments_with
-}
-
-#[inline(always)]
-fn plane_moments_with(plane: &[f32]) -> PlaneMoments {
-    let len = plane.len() as f64;
-    let sum = lane_sum(plane, |v| v);
-    let mean = (sum / len) as f32;
-    let m2 = lane_sum(plane, |v| (v - mean) * (v - mean));
-    // Deviations were taken from the f32-rounded mean; shift them to the exact one.
-    let off = sum / len - mean as f64;
-    PlaneMoments {
-        sum,
-        m2: (m2 - len * off * off).max(0.0),
+    pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments {
+        let len = plane.len() as f64;
+        let sum = lane_sum(plane, |v| v);
+        let mean = (sum / len) as f32;
+        let m2 = lane_sum(plane, |v| (v - mean) * (v - mean));
+        // Deviations were taken from the f32-rounded mean; shift them to the exact one.
+        let off = sum / len - mean as f64;
+        PlaneMoments {
+            sum,
+            m2: (m2 - len * off * off).max(0.0),
+        }
     }
 }
 
@@ -181,44 +180,40 @@ impl Affine {
 with_avx2! {
     /// `(sum(g), sum(g * (x - m)))` over one row in one pass, `g` masked where the fused ReLU's output
     /// `relu.apply(x)` is not positive when given; f32 lanes, summed in f64.
-    fn grad_row_sums(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64)
-        => grad_row_sums_with
-}
-
-#[inline(always)]
-fn grad_row_sums_with(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64) {
-    let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
-    let add = |g: &[f32], x: &[f32], acc_g: &mut [f32], acc_gx: &mut [f32]| {
-        for (((sg, sgx), &g), &x) in acc_g.iter_mut().zip(acc_gx.iter_mut()).zip(g).zip(x) {
-            *sg += g;
-            *sgx += g * (x - m);
-        }
-    };
-    let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
-    let (g_tail, x_tail) = (gc.remainder(), xc.remainder());
-    let mut gated = [0f32; LANES];
-    match relu {
-        Some(f) => {
-            for (g, x) in gc.zip(xc) {
-                for ((d, &g), &x) in gated.iter_mut().zip(g).zip(x) {
+    fn grad_row_sums(g: &[f32], relu: Option<Affine>, x: &[f32], m: f32) -> (f64, f64) {
+        let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
+        let add = |g: &[f32], x: &[f32], acc_g: &mut [f32], acc_gx: &mut [f32]| {
+            for (((sg, sgx), &g), &x) in acc_g.iter_mut().zip(acc_gx.iter_mut()).zip(g).zip(x) {
+                *sg += g;
+                *sgx += g * (x - m);
+            }
+        };
+        let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+        let (g_tail, x_tail) = (gc.remainder(), xc.remainder());
+        let mut gated = [0f32; LANES];
+        match relu {
+            Some(f) => {
+                for (g, x) in gc.zip(xc) {
+                    for ((d, &g), &x) in gated.iter_mut().zip(g).zip(x) {
+                        *d = masked(g, f.apply(x));
+                    }
+                    add(&gated, x, &mut acc_g, &mut acc_gx);
+                }
+                for ((d, &g), &x) in gated.iter_mut().zip(g_tail).zip(x_tail) {
                     *d = masked(g, f.apply(x));
                 }
-                add(&gated, x, &mut acc_g, &mut acc_gx);
+                add(&gated[..g_tail.len()], x_tail, &mut acc_g, &mut acc_gx);
             }
-            for ((d, &g), &x) in gated.iter_mut().zip(g_tail).zip(x_tail) {
-                *d = masked(g, f.apply(x));
+            None => {
+                for (g, x) in gc.zip(xc) {
+                    add(g, x, &mut acc_g, &mut acc_gx);
+                }
+                add(g_tail, x_tail, &mut acc_g, &mut acc_gx);
             }
-            add(&gated[..g_tail.len()], x_tail, &mut acc_g, &mut acc_gx);
         }
-        None => {
-            for (g, x) in gc.zip(xc) {
-                add(g, x, &mut acc_g, &mut acc_gx);
-            }
-            add(g_tail, x_tail, &mut acc_g, &mut acc_gx);
-        }
+        let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
+        (total(acc_g), total(acc_gx))
     }
-    let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
-    (total(acc_g), total(acc_gx))
 }
 
 /// Per channel, `sum(g)` and `sum(g * xhat)` with `g` the (masked) output gradient.
@@ -271,33 +266,23 @@ with_avx2! {
         relu: Option<&[Affine]>,
         hw: usize,
         coef: &[(f32, f32, f32)],
-    ) => input_grad_image_with
-}
-
-#[inline(always)]
-fn input_grad_image_with(
-    dx: &mut [std::mem::MaybeUninit<f32>],
-    x: &[f32],
-    dy: &[f32],
-    relu: Option<&[Affine]>,
-    hw: usize,
-    coef: &[(f32, f32, f32)],
-) {
-    let planes = dx
-        .chunks_exact_mut(hw)
-        .zip(x.chunks_exact(hw).zip(dy.chunks_exact(hw)));
-    for (ch, (&(k, a, b), (dx, (x, dy)))) in coef.iter().zip(planes).enumerate() {
-        let rows = dx.iter_mut().zip(x).zip(dy);
-        match relu {
-            Some(f) => {
-                let f = f[ch];
-                for ((o, &x), &g) in rows {
-                    o.write(k * masked(g, f.apply(x)) + a * x + b);
+    ) {
+        let planes = dx
+            .chunks_exact_mut(hw)
+            .zip(x.chunks_exact(hw).zip(dy.chunks_exact(hw)));
+        for (ch, (&(k, a, b), (dx, (x, dy)))) in coef.iter().zip(planes).enumerate() {
+            let rows = dx.iter_mut().zip(x).zip(dy);
+            match relu {
+                Some(f) => {
+                    let f = f[ch];
+                    for ((o, &x), &g) in rows {
+                        o.write(k * masked(g, f.apply(x)) + a * x + b);
+                    }
                 }
-            }
-            None => {
-                for ((o, &x), &g) in rows {
-                    o.write(k * g + a * x + b);
+                None => {
+                    for ((o, &x), &g) in rows {
+                        o.write(k * g + a * x + b);
+                    }
                 }
             }
         }
@@ -402,38 +387,28 @@ with_avx2! {
         affine: &[Affine],
         shortcut: Option<&[f32]>,
         relu: bool,
-    ) => normalize_image_with
-}
-
-#[inline(always)]
-fn normalize_image_with(
-    y: &mut [std::mem::MaybeUninit<f32>],
-    x: &[f32],
-    hw: usize,
-    affine: &[Affine],
-    shortcut: Option<&[f32]>,
-    relu: bool,
-) {
-    let rows = y.chunks_exact_mut(hw).zip(x.chunks_exact(hw));
-    for (ch, (f, (y, x))) in affine.iter().zip(rows).enumerate() {
-        let pairs = y.iter_mut().zip(x);
-        match (shortcut, relu) {
-            (Some(s), true) => {
-                for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
-                    o.write((f.apply(v) + s).max(0.0));
+    ) {
+        let rows = y.chunks_exact_mut(hw).zip(x.chunks_exact(hw));
+        for (ch, (f, (y, x))) in affine.iter().zip(rows).enumerate() {
+            let pairs = y.iter_mut().zip(x);
+            match (shortcut, relu) {
+                (Some(s), true) => {
+                    for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
+                        o.write((f.apply(v) + s).max(0.0));
+                    }
                 }
-            }
-            (Some(s), false) => {
-                for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
-                    o.write(f.apply(v) + s);
+                (Some(s), false) => {
+                    for ((o, &v), &s) in pairs.zip(&s[ch * hw..][..hw]) {
+                        o.write(f.apply(v) + s);
+                    }
                 }
+                (None, true) => pairs.for_each(|(o, &v)| {
+                    o.write(f.apply(v).max(0.0));
+                }),
+                (None, false) => pairs.for_each(|(o, &v)| {
+                    o.write(f.apply(v));
+                }),
             }
-            (None, true) => pairs.for_each(|(o, &v)| {
-                o.write(f.apply(v).max(0.0));
-            }),
-            (None, false) => pairs.for_each(|(o, &v)| {
-                o.write(f.apply(v));
-            }),
         }
     }
 }
@@ -555,40 +530,31 @@ with_avx2! {
         x: &[f32],
         m: f32,
         g: &mut [std::mem::MaybeUninit<f32>],
-    ) -> (f64, f64) => gated_row_sums_with
-}
-
-#[inline(always)]
-fn gated_row_sums_with(
-    dz: &[f32],
-    z: &[f32],
-    x: &[f32],
-    m: f32,
-    g: &mut [std::mem::MaybeUninit<f32>],
-) -> (f64, f64) {
-    let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
-    let mut add = |dz: &[f32], z: &[f32], x: &[f32], g: &mut [std::mem::MaybeUninit<f32>]| {
-        let lanes = acc_g.iter_mut().zip(acc_gx.iter_mut());
-        for ((((sg, sgx), &dz), &z), (&x, g)) in lanes.zip(dz).zip(z).zip(x.iter().zip(g)) {
-            let v = masked(dz, z);
-            g.write(v);
-            *sg += v;
-            *sgx += v * (x - m);
+    ) -> (f64, f64) {
+        let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
+        let mut add = |dz: &[f32], z: &[f32], x: &[f32], g: &mut [std::mem::MaybeUninit<f32>]| {
+            let lanes = acc_g.iter_mut().zip(acc_gx.iter_mut());
+            for ((((sg, sgx), &dz), &z), (&x, g)) in lanes.zip(dz).zip(z).zip(x.iter().zip(g)) {
+                let v = masked(dz, z);
+                g.write(v);
+                *sg += v;
+                *sgx += v * (x - m);
+            }
+        };
+        // Whole chunks first, so the loop over lanes has a known length and vectorises.
+        let whole = dz.len() / LANES * LANES;
+        let rows = dz[..whole]
+            .chunks_exact(LANES)
+            .zip(z.chunks_exact(LANES))
+            .zip(x.chunks_exact(LANES))
+            .zip(g.chunks_exact_mut(LANES));
+        for (((dz, z), x), g) in rows {
+            add(dz, z, x, g);
         }
-    };
-    // Whole chunks first, so the loop over lanes has a known length and vectorises.
-    let whole = dz.len() / LANES * LANES;
-    let rows = dz[..whole]
-        .chunks_exact(LANES)
-        .zip(z.chunks_exact(LANES))
-        .zip(x.chunks_exact(LANES))
-        .zip(g.chunks_exact_mut(LANES));
-    for (((dz, z), x), g) in rows {
-        add(dz, z, x, g);
+        add(&dz[whole..], &z[whole..], &x[whole..], &mut g[whole..]);
+        let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
+        (total(acc_g), total(acc_gx))
     }
-    add(&dz[whole..], &z[whole..], &x[whole..], &mut g[whole..]);
-    let total = |acc: [f32; LANES]| acc.iter().map(|&a| a as f64).sum::<f64>();
-    (total(acc_g), total(acc_gx))
 }
 
 /// `g = dz` where `z > 0` (else 0), which is both the shortcut's gradient and the norm's output
