@@ -113,6 +113,9 @@ fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
         (3, 32, 16, 16, 64, 3, 2, 1),
         (1, 3, 8, 8, 2, 3, 2, 2),
         (2, 4, 9, 12, 5, 3, 3, 0),
+        // Rows wider than one 32-value split step, whole and with a short remainder.
+        (2, 3, 8, 48, 5, 3, 2, 1),
+        (1, 2, 6, 70, 3, 3, 2, 1),
     ];
     for (n, c, h, w, o, k, s, p) in cases {
         let x = random(&[n, c, h, w], &mut rng);

@@ -14,9 +14,10 @@
 //! phase planes of the output's size, phase `(a, b)` holding rows `a, a + s, ...` and columns
 //! `b, b + s, ...`: tap `(ky, kx)` then reads one phase plane at a fixed shift of the output
 //! position, which is the same-conv walk with other offsets and masks. The split copies each image
-//! into a buffer that stays in cache just before the kernels read it; the input gradient is one
-//! forward pass over `dy` per phase, with that phase's taps mirrored, interleaved back into the
-//! input's planes.
+//! into a buffer that stays in cache just before the kernels read it (for stride 2 with AVX-512,
+//! 32 values at a time by two permutes); the input gradient is one forward pass over `dy` per
+//! phase, with that phase's taps mirrored, each image's phases interleaved back into its planes
+//! while they are still in cache.
 //!
 //! - Forward: a tile of (output channels x vectors of positions) stays in registers while the
 //!   kernel streams over taps and input channels; a same conv's input gradient is the same pass
@@ -24,7 +25,8 @@
 //! - Weight gradient: a tile of (output channels x input channels) for one tap, one partial sum
 //!   per vector lane, stays in registers while the kernel streams over the positions of a few
 //!   images. For small maps those images' tile planes are first packed into one contiguous run:
-//!   in place they lie a multiple of 4 KiB apart and crowd a few L1 sets.
+//!   in place they lie a multiple of 4 KiB apart and crowd a few L1 sets. A strided conv's taps
+//!   are walked phase by phase, so a run needs one phase plane per input channel in L1, not four.
 //!
 //! The GEMM path spends most of its time building, packing and copying the column matrix at the
 //! CIFAR nets' channel counts (16 to 64); this path reads each image straight from cache. It needs
@@ -132,8 +134,8 @@ pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
 /// Output channels per register tile; other channel counts are tiled with unused rows.
 const MR: usize = 4;
 /// Bytes of one weight-gradient tile's planes (`MR` gradient and a few input planes per image) per
-/// run of images: within a core's L1 (32 KiB on the smaller CPUs), so the tile's nine passes, one
-/// per tap, read the same planes from L1 instead of streaming them from L2 nine times.
+/// run of images: within a core's L1 (32 KiB on the smaller CPUs), so the tile's passes, one per
+/// tap, read the same planes from L1 instead of streaming them from L2 once per tap.
 const WEIGHT_GRAD_L1_BYTES: usize = 32 << 10;
 
 /// Where each tap reads and which lanes of each vector it may load, for one output size.
@@ -148,6 +150,9 @@ struct Taps {
     vectors: usize,
     /// Lanes of the last vector that hold positions (all when the plane is whole vectors).
     tail_bits: u32,
+    /// The taps grouped by the plane they read (a strided conv's phase planes; one group for a
+    /// same conv), for passes that keep one plane of each channel in cache at a time.
+    by_plane: Vec<usize>,
 }
 
 /// Where one tap reads: the plane `plane` planes past a channel's first, at the output position
@@ -186,11 +191,14 @@ impl Taps {
             }
         }
         let tail = plane - (vectors - 1) * lanes;
+        let mut by_plane: Vec<usize> = (0..shifts.len()).collect();
+        by_plane.sort_by_key(|&tap| shifts[tap].plane);
         Self {
             offsets,
             masks,
             vectors,
             tail_bits: u32::MAX >> (32 - tail),
+            by_plane,
         }
     }
 
@@ -252,8 +260,14 @@ impl Split {
         let start = dst.len();
         dst.reserve(src.len());
         let phases = &mut dst.spare_capacity_mut()[..src.len()];
-        // Stride 2, the nets' only one, as a constant: its loops then vectorise.
         match self.stride {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 was detected; `src` is a plane of whole rows whose size is a
+            // multiple of the stride both ways (`is_phase_split`), and `phases` as long.
+            2 if simd() == Some(Simd::Avx512) => unsafe {
+                kernels::split_plane_2_avx512(src, self.width, phases)
+            },
+            // Stride 2, the nets' only one, as a constant: its loops then vectorise.
             2 => split_plane(2, src, self.width, phases),
             s => split_plane(s, src, self.width, phases),
         }
@@ -269,9 +283,6 @@ impl Split {
         }
     }
 }
-
-/// Channel planes per parallel task in the phase merge.
-const GRAIN_PLANES: usize = 16;
 
 /// Splits one input plane (`w` wide, its size a multiple of `s` both ways) into its `s * s` phase
 /// planes, phase `(a, b)` at `(a * s + b) * plane`.
@@ -340,6 +351,26 @@ pub(super) fn forward(
     )
 }
 
+/// The weights of `t` taps as [block of `MR` output channels][input channel][tap][MR], the order
+/// the forward kernels walk them, from `weight(co, ci, tap)`; rows past `c_out` are zero.
+fn pack_weights(
+    layout: &Layout,
+    t: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let (c_in, c_out) = (layout.c_in, layout.c_out);
+    let mut packed = vec![0.0f32; c_out.div_ceil(MR) * t * c_in * MR];
+    for co in 0..c_out {
+        let (block, m) = (co / MR, co % MR);
+        for ci in 0..c_in {
+            for tap in 0..t {
+                packed[((block * c_in + ci) * t + tap) * MR + m] = weight(co, ci, tap);
+            }
+        }
+    }
+    packed
+}
+
 /// One forward pass of the kernels over every image in `x` (each split into phase planes first
 /// when `split` says so), with `weight(co, ci, tap)` the weight of output channel `co`, input
 /// channel `ci` and tap `tap`; with `moments`, also the moments of every output plane (in NCHW
@@ -352,19 +383,8 @@ fn run_forward(
     weight: impl Fn(usize, usize, usize) -> f32,
     moments: bool,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
-    let t = taps.offsets.len();
-    let (c_in, c_out) = (layout.c_in, layout.c_out);
-    // Weights as [channel block][input channel][tap][MR]: the inner loops walk them in order.
-    let mut packed = vec![0.0f32; c_out.div_ceil(MR) * t * c_in * MR];
-    for co in 0..c_out {
-        let (block, m) = (co / MR, co % MR);
-        for ci in 0..c_in {
-            for tap in 0..t {
-                packed[((block * c_in + ci) * t + tap) * MR + m] = weight(co, ci, tap);
-            }
-        }
-    }
-    let (image_len, output_len) = (c_in * layout.in_plane, c_out * layout.plane);
+    let packed = pack_weights(layout, taps.offsets.len(), weight);
+    let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
     let batch = x.len() / image_len;
     let per_task = images_per_task(batch, rayon::current_num_threads());
     let mut partial: Vec<Vec<PlaneMoments>> = Vec::new();
@@ -379,7 +399,12 @@ fn run_forward(
                 let images = ys
                     .chunks_exact_mut(output_len)
                     .zip(xs.chunks_exact(image_len));
-                for (y, x) in images {
+                for (i, (y, x)) in images.enumerate() {
+                    // The next image streams into L2 while this one is computed, instead of
+                    // being read from memory when its own pass (or split) starts.
+                    if let Some(next) = xs.get((i + 1) * image_len..(i + 2) * image_len) {
+                        cpu::prefetch_l2(next);
+                    }
                     let x = match split {
                         Some(split) => {
                             split.planes(x, layout.in_plane, &mut phases);
@@ -406,7 +431,9 @@ fn run_forward(
 
 /// The input gradient of a phase-split conv: for each phase, a forward pass over `dy` with the
 /// taps that read that phase, mirrored (input position `q` of a phase collects the outputs at `q`
-/// minus each tap's shift), then the phases interleaved back into the input's planes.
+/// minus each tap's shift), then the phases interleaved back into the input's planes. Each task
+/// computes one image's phases into buffers of its own and interleaves them while they are in
+/// cache: batch-sized phase outputs would go out to memory and back before the interleave.
 pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let simd = simd().expect("direct conv called without checking `applies`");
     let (s, t, plane) = (g.stride, g.kernel_h * g.kernel_w, g.positions());
@@ -416,7 +443,8 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
         plane,
         in_plane: plane,
     };
-    let phases: Vec<Option<Vec<f32>>> = (0..s * s)
+    // Per phase, the mirrored taps that read it and their weights; `None` where no tap reads it.
+    let passes: Vec<Option<(Taps, Vec<f32>)>> = (0..s * s)
         .map(|phase| {
             let taps: Vec<(usize, Shift)> = (0..t)
                 .map(|tap| (tap, phase_shift(g, tap / g.kernel_w, tap % g.kernel_w)))
@@ -435,19 +463,55 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                 .collect();
             let phase_taps = Taps::new(g.out_h, g.out_w, &mirrored, simd.lanes());
             let weight = |ci, co, j: usize| w[(co * g.c_in + ci) * t + taps[j].0];
-            Some(run_forward(simd, &layout, &phase_taps, (dy, None), weight, false).0)
+            Some((phase_taps, pack_weights(&layout, taps.len(), weight)))
         })
         .collect();
-    let (w, hw) = (g.width, g.height * g.width);
-    cpu::build(g.batch * g.image_len(), |dx| {
-        dx.par_chunks_mut(GRAIN_PLANES * hw)
-            .enumerate()
-            .for_each(|(task, dst)| {
-                for (i, dst) in dst.chunks_exact_mut(hw).enumerate() {
-                    let at = (task * GRAIN_PLANES + i) * plane;
-                    match s {
-                        2 => merge_plane(2, &phases, at, w, dst),
-                        s => merge_plane(s, &phases, at, w, dst),
+    let (width, hw) = (g.width, g.height * g.width);
+    let (dy_len, dx_len) = (g.output_len(), g.image_len());
+    let per_task = g.images_per_task(rayon::current_num_threads());
+    cpu::build(g.batch * dx_len, |dx| {
+        dx.par_chunks_mut(per_task * dx_len)
+            .zip(dy.par_chunks(per_task * dy_len))
+            .for_each(|(dxs, dys)| {
+                let mut phases: Vec<Option<Vec<f32>>> = passes
+                    .iter()
+                    .map(|pass| pass.as_ref().map(|_| vec![0.0; g.c_in * plane]))
+                    .collect();
+                for (dx, dy) in dxs.chunks_exact_mut(dx_len).zip(dys.chunks_exact(dy_len)) {
+                    for (pass, out) in passes.iter().zip(&mut phases) {
+                        if let (Some((taps, packed)), Some(out)) = (pass, out) {
+                            // SAFETY: `simd` was detected on this CPU; `dy` holds one image of
+                            // `c_out` planes and `out` one of `c_in`, `packed` is laid out by
+                            // `pack_weights`, and only masked-in lanes are loaded.
+                            unsafe {
+                                kernels::forward_images(
+                                    simd,
+                                    &layout,
+                                    taps,
+                                    dy,
+                                    packed,
+                                    cpu::as_uninit(out),
+                                )
+                            };
+                        }
+                    }
+                    for (c, dst) in dx.chunks_exact_mut(hw).enumerate() {
+                        let at = c * plane;
+                        match (s, &phases[..]) {
+                            #[cfg(target_arch = "x86_64")]
+                            (2, [Some(p0), Some(p1), Some(p2), Some(p3)])
+                                if simd == Simd::Avx512 =>
+                            {
+                                // SAFETY: AVX-512 was detected; `dst` is a plane of whole rows
+                                // whose size is a multiple of 2 both ways, each phase a
+                                // quarter plane from `at`.
+                                unsafe {
+                                    kernels::merge_plane_2_avx512([p0, p1, p2, p3], at, width, dst)
+                                }
+                            }
+                            (2, _) => merge_plane(2, &phases, at, width, dst),
+                            _ => merge_plane(s, &phases, at, width, dst),
+                        }
                     }
                 }
             })
@@ -466,7 +530,9 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
     let nk = kernels::weight_tile_width(simd);
     let (co_round, ci_round) = (g.c_out.div_ceil(MR) * MR, g.c_in.div_ceil(nk) * nk);
     let (image_len, output_len) = (g.image_len(), g.output_len());
-    let tile_bytes = 4 * (MR * layout.plane + nk * layout.in_plane);
+    // The tile walks a strided conv's taps phase by phase (`Taps::by_plane`), so what must stay in
+    // L1 across a phase's taps is one phase plane of each input channel, the output's size.
+    let tile_bytes = 4 * (MR + nk) * layout.plane;
     let chunk = (WEIGHT_GRAD_L1_BYTES / tile_bytes).max(1);
     let per_task = g.images_per_task(rayon::current_num_threads());
     let partials: Vec<Vec<f32>> = x
@@ -639,6 +705,100 @@ mod kernels {
                     lane(6),
                     lane(7),
                 )
+            }
+        }
+    }
+
+    /// The `n` lowest lanes of a 16-lane mask (all of them for `n >= 16`).
+    #[inline(always)]
+    fn low_lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// [`super::split_plane`] for stride 2: each row's values 32 at a time, split into even and
+    /// odd columns by two permutes and stored to the row's two phase planes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `src` must hold whole rows `w` wide, an even number of them,
+    /// `w` even, and `phases` as many values as `src`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn split_plane_2_avx512(
+        src: &[f32],
+        w: usize,
+        phases: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        assert!(
+            w.is_multiple_of(2) && src.len().is_multiple_of(2 * w) && phases.len() == src.len()
+        );
+        let (ow, plane) = (w / 2, src.len() / 4);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let dst = phases.as_mut_ptr().cast::<f32>();
+        for (iy, row) in src.chunks_exact(w).enumerate() {
+            let (oy, a) = (iy / 2, iy % 2);
+            let r = row.as_ptr();
+            unsafe {
+                let d0 = dst.add(2 * a * plane + oy * ow);
+                let d1 = dst.add((2 * a + 1) * plane + oy * ow);
+                for k in (0..w).step_by(32) {
+                    let n = (w - k).min(32);
+                    // Masked-off lanes past the row are never accessed.
+                    let lo = _mm512_maskz_loadu_ps(low_lanes(n), r.add(k));
+                    let hi = _mm512_maskz_loadu_ps(
+                        low_lanes(n.saturating_sub(16)),
+                        r.wrapping_add(k + 16),
+                    );
+                    let out = low_lanes(n / 2);
+                    _mm512_mask_storeu_ps(d0.add(k / 2), out, _mm512_permutex2var_ps(lo, even, hi));
+                    _mm512_mask_storeu_ps(d1.add(k / 2), out, _mm512_permutex2var_ps(lo, odd, hi));
+                }
+            }
+        }
+    }
+
+    /// [`super::merge_plane`] for stride 2 with all four phases present: each row's two phase
+    /// rows (at `at` in their phase planes) interleaved 16 + 16 values at a time by two permutes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `dst` must hold whole rows `w` wide, an even number of them,
+    /// `w` even, and each phase the `dst.len() / 4` values from `at`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn merge_plane_2_avx512(
+        phases: [&[f32]; 4],
+        at: usize,
+        w: usize,
+        dst: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        assert!(w.is_multiple_of(2) && dst.len().is_multiple_of(2 * w));
+        let ow = w / 2;
+        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (iy, row) in dst.chunks_exact_mut(w).enumerate() {
+            let (oy, a) = (iy / 2, iy % 2);
+            let p0 = phases[2 * a][at + oy * ow..][..ow].as_ptr();
+            let p1 = phases[2 * a + 1][at + oy * ow..][..ow].as_ptr();
+            let r = row.as_mut_ptr().cast::<f32>();
+            for k in (0..ow).step_by(16) {
+                let n = (ow - k).min(16);
+                unsafe {
+                    let e = _mm512_maskz_loadu_ps(low_lanes(n), p0.add(k));
+                    let o = _mm512_maskz_loadu_ps(low_lanes(n), p1.add(k));
+                    _mm512_mask_storeu_ps(
+                        r.add(2 * k),
+                        low_lanes(2 * n),
+                        _mm512_permutex2var_ps(e, lo, o),
+                    );
+                    // Masked-off lanes past the row are never accessed.
+                    _mm512_mask_storeu_ps(
+                        r.wrapping_add(2 * k + 16),
+                        low_lanes((2 * n).saturating_sub(16)),
+                        _mm512_permutex2var_ps(e, hi, o),
+                    );
+                }
             }
         }
     }
@@ -911,11 +1071,17 @@ mod kernels {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
+        let (x_all, dy_all) = (x, dy);
         let whole_blocks = layout.c_in.is_multiple_of(NK) && layout.c_out.is_multiple_of(MR);
-        for (x, dy) in x
-            .chunks(chunk * image_len)
-            .zip(dy.chunks(chunk * output_len))
-        {
+        let (x_run_len, dy_run_len) = (chunk * image_len, chunk * output_len);
+        for (run, (x, dy)) in x.chunks(x_run_len).zip(dy.chunks(dy_run_len)).enumerate() {
+            // The next run streams into L2 while this one's tiles are computed.
+            let next = |data: &[f32], len: usize| {
+                let start = ((run + 1) * len).min(data.len());
+                crate::cpu::prefetch_l2(&data[start..((run + 2) * len).min(data.len())])
+            };
+            next(x_all, x_run_len);
+            next(dy_all, dy_run_len);
             let images = x.len() / image_len;
             // A few images' planes map to few enough L1 sets to be read in place (one image's
             // block is consecutive channels); a longer run of small maps is packed first, as is
@@ -988,13 +1154,15 @@ mod kernels {
         let t = taps.offsets.len();
         let ci_round = layout.c_in.div_ceil(NK) * NK;
         let s = sums.as_mut_ptr();
-        // Taps innermost: the tile's planes stay in L1 across the nine passes (see
+        // Taps innermost, grouped by the plane they read: the tile's gradient planes and the
+        // input planes of one phase stay in L1 across that phase's passes (see
         // `WEIGHT_GRAD_L1_BYTES`).
         for co0 in (0..layout.c_out).step_by(MR) {
             let g = dy.block(co0 / MR);
             for ci0 in (0..layout.c_in).step_by(NK) {
                 let xb = x.block(ci0 / NK);
-                for (tap, &offset) in taps.offsets.iter().enumerate() {
+                for &tap in &taps.by_plane {
+                    let offset = taps.offsets[tap];
                     let at = (co0 * t + tap) * ci_round + ci0;
                     unsafe {
                         weight_tile::<S, NK>(
