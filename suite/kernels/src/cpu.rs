@@ -79,3 +79,10 @@ pub(crate) fn prefetch_l2(values: &[f32]) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
 }
+
+/// Prefetches into L2 the chunk after chunk `index` of `data` cut into chunks of `len` (the last
+/// may be short; past the end, nothing): the one a loop over the chunks computes next.
+pub(crate) fn prefetch_next_chunk(data: &[f32], len: usize, index: usize) {
+    let start = ((index + 1) * len).min(data.len());
+    prefetch_l2(&data[start..(start + len).min(data.len())]);
+}

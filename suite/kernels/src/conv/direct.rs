@@ -329,6 +329,30 @@ fn merge_plane(
     }
 }
 
+/// [`merge_plane`] on the fastest path there is: AVX-512 permutes for stride 2 with every phase
+/// read by some tap (every 3x3 conv with padding 1), else the generic loops, stride 2 as a
+/// constant so they vectorise.
+fn merge_phase_planes(
+    simd: Simd,
+    s: usize,
+    phases: &[Option<Vec<f32>>],
+    at: usize,
+    w: usize,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    let _ = simd; // read only by the x86-64 arm
+    match (s, phases) {
+        #[cfg(target_arch = "x86_64")]
+        (2, [Some(p0), Some(p1), Some(p2), Some(p3)]) if simd == Simd::Avx512 => {
+            // SAFETY: AVX-512 was detected; `dst` is a plane of whole rows whose size is a
+            // multiple of 2 both ways (`is_phase_split`), each phase a quarter plane from `at`.
+            unsafe { kernels::merge_plane_2_avx512([p0, p1, p2, p3], at, w, dst) }
+        }
+        (2, _) => merge_plane(2, phases, at, w, dst),
+        _ => merge_plane(s, phases, at, w, dst),
+    }
+}
+
 /// The forward pass over a batch (NCHW input, OIHW weight), parallel over images; with `moments`,
 /// also each output plane's moments, taken while the image is in cache.
 pub(super) fn forward(
@@ -402,9 +426,7 @@ fn run_forward(
                 for (i, (y, x)) in images.enumerate() {
                     // The next image streams into L2 while this one is computed, instead of
                     // being read from memory when its own pass (or split) starts.
-                    if let Some(next) = xs.get((i + 1) * image_len..(i + 2) * image_len) {
-                        cpu::prefetch_l2(next);
-                    }
+                    cpu::prefetch_next_chunk(xs, image_len, i);
                     let x = match split {
                         Some(split) => {
                             split.planes(x, layout.in_plane, &mut phases);
@@ -496,22 +518,7 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                         }
                     }
                     for (c, dst) in dx.chunks_exact_mut(hw).enumerate() {
-                        let at = c * plane;
-                        match (s, &phases[..]) {
-                            #[cfg(target_arch = "x86_64")]
-                            (2, [Some(p0), Some(p1), Some(p2), Some(p3)])
-                                if simd == Simd::Avx512 =>
-                            {
-                                // SAFETY: AVX-512 was detected; `dst` is a plane of whole rows
-                                // whose size is a multiple of 2 both ways, each phase a
-                                // quarter plane from `at`.
-                                unsafe {
-                                    kernels::merge_plane_2_avx512([p0, p1, p2, p3], at, width, dst)
-                                }
-                            }
-                            (2, _) => merge_plane(2, &phases, at, width, dst),
-                            _ => merge_plane(s, &phases, at, width, dst),
-                        }
+                        merge_phase_planes(simd, s, &phases, c * plane, width, dst);
                     }
                 }
             })
@@ -1071,32 +1078,27 @@ mod kernels {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
-        let (x_all, dy_all) = (x, dy);
         let whole_blocks = layout.c_in.is_multiple_of(NK) && layout.c_out.is_multiple_of(MR);
         let (x_run_len, dy_run_len) = (chunk * image_len, chunk * output_len);
-        for (run, (x, dy)) in x.chunks(x_run_len).zip(dy.chunks(dy_run_len)).enumerate() {
+        for (run, (xs, dys)) in x.chunks(x_run_len).zip(dy.chunks(dy_run_len)).enumerate() {
             // The next run streams into L2 while this one's tiles are computed.
-            let next = |data: &[f32], len: usize| {
-                let start = ((run + 1) * len).min(data.len());
-                crate::cpu::prefetch_l2(&data[start..((run + 2) * len).min(data.len())])
-            };
-            next(x_all, x_run_len);
-            next(dy_all, dy_run_len);
-            let images = x.len() / image_len;
+            crate::cpu::prefetch_next_chunk(x, x_run_len, run);
+            crate::cpu::prefetch_next_chunk(dy, dy_run_len, run);
+            let images = xs.len() / image_len;
             // A few images' planes map to few enough L1 sets to be read in place (one image's
             // block is consecutive channels); a longer run of small maps is packed first, as is
             // a channel count that leaves a partial block, and a strided conv's input, which is
             // split into phase planes as it is packed.
             let (x_run, dy_run) = if images <= 4 && whole_blocks && split.is_none() {
-                let x_run = Run::in_place(x, layout.in_plane, image_len, NK);
-                (x_run, Run::in_place(dy, layout.plane, output_len, MR))
+                let x_run = Run::in_place(xs, layout.in_plane, image_len, NK);
+                (x_run, Run::in_place(dys, layout.plane, output_len, MR))
             } else {
                 let (x_dims, dy_dims) = (
                     (images, layout.c_in, layout.in_plane),
                     (images, layout.c_out, layout.plane),
                 );
-                pack_blocks(x, x_dims, NK, split, &mut x_packed);
-                pack_blocks(dy, dy_dims, MR, None, &mut dy_packed);
+                pack_blocks(xs, x_dims, NK, split, &mut x_packed);
+                pack_blocks(dys, dy_dims, MR, None, &mut dy_packed);
                 let x_run = Run::packed(&x_packed, layout.in_plane, images, NK);
                 (x_run, Run::packed(&dy_packed, layout.plane, images, MR))
             };
