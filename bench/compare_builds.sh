@@ -4,29 +4,32 @@
 # the same processes, with each pass's share of that sgemm. On a shared, noisy machine only builds
 # compared in one such run can be told apart.
 #
-# Usage: bench/compare_builds.sh ROUNDS CHANNELS SIZE STRIDE SUITE_BINARY...
+# Usage: bench/compare_builds.sh ROUNDS CHANNELS[:OUT_CHANNELS] SIZE STRIDE SUITE_BINARY...
 #   cp target/release/suite /tmp/suite-before   # then change the code and rebuild
-#   bench/compare_builds.sh 5 16 32 2 /tmp/suite-before target/release/suite
+#   bench/compare_builds.sh 5 16:32 32 2 /tmp/suite-before target/release/suite
+# (16:32 is ResNet-20's first strided conv, 16 channels in and 32 out; 16 alone is 16 to 16.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if (($# < 5)); then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
-rounds=$1 channels=$2 size=$3 stride=$4
+rounds=$1 size=$3 stride=$4
+channels=${2%%:*} out=()
+[[ $2 == *:* ]] && out=(--out-channels "${2#*:}")
 shift 4
 for b in "$@"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 for ((r = 1; r <= rounds; r++)); do
   for b in "$@"; do
     echo "round $r/$rounds: $b" >&2
-    printf '%s\t' "$b" >>"$out"
-    "$b" bench op --batch 128 --channels "$channels" --size "$size" --stride "$stride" \
-      --repeats 15 --json >>"$out"
+    printf '%s\t' "$b" >>"$results"
+    "$b" bench op --batch 128 --channels "$channels" "${out[@]}" \
+      --size "$size" --stride "$stride" --repeats 15 --json >>"$results"
   done
 done
-python3 - "$out" <<'PY'
+python3 - "$results" <<'PY'
 import json, statistics, sys
 passes = ["conv forward, pass alone", "conv input gradient, pass alone",
           "conv weight gradient, pass alone", "sgemm 1024 (reference)"]

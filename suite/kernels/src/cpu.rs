@@ -63,10 +63,9 @@ pub(crate) unsafe fn assume_init(values: &[MaybeUninit<f32>]) -> &[f32] {
     unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
 }
 
-/// Asks the CPU to bring `values` into its L2 cache ahead of use, one request per cache line, so
-/// a pass that computes on one image while the next streams in from memory overlaps the two.
+/// Asks the CPU to bring `values` into its L2 cache ahead of use, one request per cache line.
 /// A hint: it changes no value, and does nothing on other architectures.
-pub(crate) fn prefetch_l2(values: &[f32]) {
+fn prefetch_l2(values: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
@@ -80,9 +79,33 @@ pub(crate) fn prefetch_l2(values: &[f32]) {
     let _ = values;
 }
 
-/// Prefetches into L2 the chunk after chunk `index` of `data` cut into chunks of `len` (the last
-/// may be short; past the end, nothing): the one a loop over the chunks computes next.
-pub(crate) fn prefetch_next_chunk(data: &[f32], len: usize, index: usize) {
-    let start = ((index + 1) * len).min(data.len());
-    prefetch_l2(&data[start..(start + len).min(data.len())]);
+/// A stretch of values prefetched into L2 a few cache lines per [`step`](Self::step), spread over
+/// the work that comes before their use: the data a loop over chunks reads next, streamed in while
+/// it computes on the current chunk. Issued all at once instead, the requests outnumber the
+/// core's outstanding misses and wait in line in front of the work they should hide behind.
+pub(crate) struct Prefetch<'a> {
+    rest: &'a [f32],
+    per_step: usize,
+}
+
+impl<'a> Prefetch<'a> {
+    /// The chunk after chunk `index` of `data` cut into chunks of `len` (the last may be short;
+    /// past the end, nothing), spread over `steps` steps.
+    pub(crate) fn next_chunk(data: &'a [f32], len: usize, index: usize, steps: usize) -> Self {
+        const LINE: usize = 64 / std::mem::size_of::<f32>();
+        let start = ((index + 1) * len).min(data.len());
+        let rest = &data[start..(start + len).min(data.len())];
+        Self {
+            rest,
+            per_step: rest.len().div_ceil(LINE).div_ceil(steps.max(1)) * LINE,
+        }
+    }
+
+    /// Prefetches the next step's share.
+    #[inline]
+    pub(crate) fn step(&mut self) {
+        let (now, rest) = self.rest.split_at(self.per_step.min(self.rest.len()));
+        prefetch_l2(now);
+        self.rest = rest;
+    }
 }

@@ -89,6 +89,55 @@ fn errors_name_what_is_wrong_and_exit_2() {
 }
 
 #[test]
+fn bench_op_times_each_pass_of_a_conv_that_doubles_the_channels() {
+    let dir = Dir::default();
+    let args = [
+        "bench",
+        "op",
+        "--batch",
+        "3",
+        "--channels",
+        "4",
+        "--out-channels",
+        "8",
+        "--size",
+        "8",
+        "--stride",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    ];
+    let out = dir.suite(&args).code(0).stdout();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &report["channels"],
+            &report["out_channels"],
+            &report["stride"]
+        ),
+        (&Value::from(4), &Value::from(8), &Value::from(2)),
+        "{out}"
+    );
+    let ops = report["ops"].as_array().unwrap();
+    for pass in [
+        "conv forward, pass alone",
+        "conv input gradient, pass alone",
+        "conv weight gradient, pass alone",
+        "sgemm 1024 (reference)",
+    ] {
+        let row = ops.iter().find(|o| o["op"] == pass);
+        let gflops = row.and_then(|r| r["gflop_per_s"].as_f64());
+        assert!(gflops.is_some_and(|g| g > 0.0), "{pass}: {out}");
+    }
+    let err = dir
+        .suite(&["bench", "op", "--out-channels", "0"])
+        .code(2)
+        .stderr();
+    assert!(err.contains("--out-channels"), "{err}");
+}
+
+#[test]
 fn list_shows_experiments_and_every_model() {
     let dir = Dir::default();
     let out = dir.suite(&["list"]).code(0).stdout();

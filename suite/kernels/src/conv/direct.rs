@@ -409,6 +409,7 @@ fn run_forward(
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     let packed = pack_weights(layout, taps.offsets.len(), weight);
     let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
+    let steps = layout.c_out.div_ceil(MR) * kernels::forward_tiles(simd, taps.vectors);
     let batch = x.len() / image_len;
     let per_task = images_per_task(batch, rayon::current_num_threads());
     let mut partial: Vec<Vec<PlaneMoments>> = Vec::new();
@@ -426,7 +427,7 @@ fn run_forward(
                 for (i, (y, x)) in images.enumerate() {
                     // The next image streams into L2 while this one is computed, instead of
                     // being read from memory when its own pass (or split) starts.
-                    cpu::prefetch_next_chunk(xs, image_len, i);
+                    let mut ahead = cpu::Prefetch::next_chunk(xs, image_len, i, steps);
                     let x = match split {
                         Some(split) => {
                             split.planes(x, layout.in_plane, &mut phases);
@@ -437,7 +438,9 @@ fn run_forward(
                     // SAFETY: `simd` was detected on this CPU; `x` and `y` hold one image of
                     // `c_in` and `c_out` planes, `packed` is laid out as above, and the kernels
                     // only load lanes whose mask bit marks a position inside the image.
-                    unsafe { kernels::forward_images(simd, layout, taps, x, &packed, y) };
+                    unsafe {
+                        kernels::forward_images(simd, layout, taps, x, &packed, y, &mut ahead)
+                    };
                     if moments {
                         // SAFETY: the kernels wrote every value of the image.
                         let y = unsafe { cpu::assume_init(y) };
@@ -491,6 +494,9 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
     let (width, hw) = (g.width, g.height * g.width);
     let (dy_len, dx_len) = (g.output_len(), g.image_len());
     let per_task = g.images_per_task(rayon::current_num_threads());
+    let steps = g.c_in.div_ceil(MR)
+        * kernels::forward_tiles(simd, plane.div_ceil(simd.lanes()))
+        * passes.iter().flatten().count();
     cpu::build(g.batch * dx_len, |dx| {
         dx.par_chunks_mut(per_task * dx_len)
             .zip(dy.par_chunks(per_task * dy_len))
@@ -499,7 +505,10 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                     .iter()
                     .map(|pass| pass.as_ref().map(|_| vec![0.0; g.c_in * plane]))
                     .collect();
-                for (dx, dy) in dxs.chunks_exact_mut(dx_len).zip(dys.chunks_exact(dy_len)) {
+                let images = dxs.chunks_exact_mut(dx_len).zip(dys.chunks_exact(dy_len));
+                for (i, (dx, dy)) in images.enumerate() {
+                    // The next image streams into L2 while this one's phases are computed.
+                    let mut ahead = cpu::Prefetch::next_chunk(dys, dy_len, i, steps);
                     for (pass, out) in passes.iter().zip(&mut phases) {
                         if let (Some((taps, packed)), Some(out)) = (pass, out) {
                             // SAFETY: `simd` was detected on this CPU; `dy` holds one image of
@@ -513,6 +522,7 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                                     dy,
                                     packed,
                                     cpu::as_uninit(out),
+                                    &mut ahead,
                                 )
                             };
                         }
@@ -594,6 +604,7 @@ mod kernels {
     use std::arch::x86_64::*;
 
     use super::{Layout, MR, Simd, Split, Taps};
+    use crate::cpu::Prefetch;
 
     /// The few vector operations the kernels use, for one instruction set.
     trait Vector {
@@ -611,6 +622,30 @@ mod kernels {
         unsafe fn store_masked(p: *mut f32, v: Self::V, mask: Self::Mask);
         unsafe fn sum(v: Self::V) -> f32;
         unsafe fn mask(bits: u32) -> Self::Mask;
+        /// Adds the lane sum of each of a weight-gradient tile's accumulators to its place in
+        /// `sums`: row `m`'s `NK` sums at `sums + m * row_stride`.
+        #[inline(always)]
+        unsafe fn add_row_sums<const NK: usize>(
+            acc: &[[Self::V; NK]; MR],
+            sums: *mut f32,
+            row_stride: usize,
+        ) {
+            unsafe { add_row_sums_each::<Self, NK>(acc, sums, row_stride) }
+        }
+    }
+
+    /// [`Vector::add_row_sums`], one horizontal sum per accumulator.
+    #[inline(always)]
+    unsafe fn add_row_sums_each<S: Vector + ?Sized, const NK: usize>(
+        acc: &[[S::V; NK]; MR],
+        sums: *mut f32,
+        row_stride: usize,
+    ) {
+        for (m, acc) in acc.iter().enumerate() {
+            for (j, &a) in acc.iter().enumerate() {
+                unsafe { *sums.add(m * row_stride + j) += S::sum(a) };
+            }
+        }
     }
 
     struct Avx512;
@@ -655,6 +690,55 @@ mod kernels {
         #[inline(always)]
         unsafe fn mask(bits: u32) -> __mmask16 {
             bits as __mmask16
+        }
+        /// For a 4 x 4 tile, the sixteen sums at once: pairs of accumulators are folded into one
+        /// vector three times over (45 shuffles and adds), where sixteen horizontal sums take
+        /// about 130, a tenth of a small tile's work, on the ports the FMAs need.
+        #[inline(always)]
+        unsafe fn add_row_sums<const NK: usize>(
+            acc: &[[__m512; NK]; MR],
+            sums: *mut f32,
+            row_stride: usize,
+        ) {
+            if NK != 4 || MR != 4 {
+                return unsafe { add_row_sums_each::<Self, NK>(acc, sums, row_stride) };
+            }
+            unsafe {
+                // Per 128-bit lane, row m's four accumulators a, b, c, d fold to
+                // [a0 + a2, b0 + b2, a1 + a3, b1 + b3] and [c.., d..], then to
+                // [sum a, sum b, sum c, sum d]: row m's partial sums, one 128-bit lane each.
+                let row = |r: &[__m512; NK]| {
+                    let pair = |a: __m512, b: __m512| {
+                        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+                    };
+                    let (p, q) = (pair(r[0], r[1]), pair(r[2], r[3]));
+                    _mm512_add_ps(
+                        _mm512_shuffle_ps::<0b01_00_01_00>(p, q),
+                        _mm512_shuffle_ps::<0b11_10_11_10>(p, q),
+                    )
+                };
+                let u = [row(&acc[0]), row(&acc[1]), row(&acc[2]), row(&acc[3])];
+                // Then the four 128-bit lanes of each row summed, row m into lane m.
+                let halves = |a: __m512, b: __m512| {
+                    _mm512_add_ps(
+                        _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                        _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+                    )
+                };
+                let (w01, w23) = (halves(u[0], u[1]), halves(u[2], u[3]));
+                let r = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(w01, w23),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(w01, w23),
+                );
+                let add = |m: usize, v: __m128| {
+                    let p = sums.add(m * row_stride);
+                    _mm_storeu_ps(p, _mm_add_ps(_mm_loadu_ps(p), v));
+                };
+                add(0, _mm512_extractf32x4_ps::<0>(r));
+                add(1, _mm512_extractf32x4_ps::<1>(r));
+                add(2, _mm512_extractf32x4_ps::<2>(r));
+                add(3, _mm512_extractf32x4_ps::<3>(r));
+            }
         }
     }
 
@@ -744,6 +828,7 @@ mod kernels {
         let (ow, plane) = (w / 2, src.len() / 4);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let even_odd = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
         let dst = phases.as_mut_ptr().cast::<f32>();
         for (iy, row) in src.chunks_exact(w).enumerate() {
             let (oy, a) = (iy / 2, iy % 2);
@@ -751,8 +836,25 @@ mod kernels {
             unsafe {
                 let d0 = dst.add(2 * a * plane + oy * ow);
                 let d1 = dst.add((2 * a + 1) * plane + oy * ow);
-                for k in (0..w).step_by(32) {
-                    let n = (w - k).min(32);
+                // Whole steps of 32 without masks: masked stores are slow on some CPUs (Zen 4).
+                let whole = w - w % 32;
+                for k in (0..whole).step_by(32) {
+                    let (lo, hi) = (_mm512_loadu_ps(r.add(k)), _mm512_loadu_ps(r.add(k + 16)));
+                    _mm512_storeu_ps(d0.add(k / 2), _mm512_permutex2var_ps(lo, even, hi));
+                    _mm512_storeu_ps(d1.add(k / 2), _mm512_permutex2var_ps(lo, odd, hi));
+                }
+                let mut whole = whole;
+                if w - whole >= 16 {
+                    // Sixteen values: the even ones to the low half, the odd to the high.
+                    let v = _mm512_permutexvar_ps(even_odd, _mm512_loadu_ps(r.add(whole)));
+                    _mm256_storeu_ps(d0.add(whole / 2), _mm512_castps512_ps256(v));
+                    // (The 64-bit-lane extract and insert are AVX-512F; the 32-bit ones need DQ.)
+                    let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v));
+                    _mm256_storeu_ps(d1.add(whole / 2), _mm256_castpd_ps(high));
+                    whole += 16;
+                }
+                if whole < w {
+                    let (k, n) = (whole, w - whole);
                     // Masked-off lanes past the row are never accessed.
                     let lo = _mm512_maskz_loadu_ps(low_lanes(n), r.add(k));
                     let hi = _mm512_maskz_loadu_ps(
@@ -784,13 +886,34 @@ mod kernels {
         let ow = w / 2;
         let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let interleave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
         for (iy, row) in dst.chunks_exact_mut(w).enumerate() {
             let (oy, a) = (iy / 2, iy % 2);
             let p0 = phases[2 * a][at + oy * ow..][..ow].as_ptr();
             let p1 = phases[2 * a + 1][at + oy * ow..][..ow].as_ptr();
             let r = row.as_mut_ptr().cast::<f32>();
-            for k in (0..ow).step_by(16) {
-                let n = (ow - k).min(16);
+            let whole = ow - ow % 16;
+            for k in (0..whole).step_by(16) {
+                unsafe {
+                    let (e, o) = (_mm512_loadu_ps(p0.add(k)), _mm512_loadu_ps(p1.add(k)));
+                    _mm512_storeu_ps(r.add(2 * k), _mm512_permutex2var_ps(e, lo, o));
+                    _mm512_storeu_ps(r.add(2 * k + 16), _mm512_permutex2var_ps(e, hi, o));
+                }
+            }
+            let mut whole = whole;
+            if ow - whole >= 8 {
+                // Eight values of each: both in one vector, interleaved by one permute.
+                unsafe {
+                    let both = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(p0.add(whole)))),
+                        _mm256_castps_pd(_mm256_loadu_ps(p1.add(whole))),
+                    ));
+                    _mm512_storeu_ps(r.add(2 * whole), _mm512_permutexvar_ps(interleave, both));
+                }
+                whole += 8;
+            }
+            if whole < ow {
+                let (k, n) = (whole, ow - whole);
                 unsafe {
                     let e = _mm512_maskz_loadu_ps(low_lanes(n), p0.add(k));
                     let o = _mm512_maskz_loadu_ps(low_lanes(n), p1.add(k));
@@ -807,6 +930,19 @@ mod kernels {
                     );
                 }
             }
+        }
+    }
+
+    /// Vectors of positions per forward tile: `MR` rows of them stay in registers, with one vector
+    /// of inputs per tile column and a broadcast weight (AVX2 has half the registers).
+    const NV_AVX512: usize = 6;
+    const NV_AVX2: usize = 2;
+
+    /// Forward tiles per block of `MR` output channels, on planes of `vectors` vectors.
+    pub(super) fn forward_tiles(simd: Simd, vectors: usize) -> usize {
+        match simd {
+            Simd::Avx512 => vectors.div_ceil(NV_AVX512),
+            Simd::Avx2 => vectors.div_ceil(NV_AVX2),
         }
     }
 
@@ -890,6 +1026,7 @@ mod kernels {
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
+        ahead: &mut Prefetch,
     ) {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
@@ -897,10 +1034,11 @@ mod kernels {
             .chunks_exact(image_len)
             .zip(y.chunks_exact_mut(output_len))
         {
-            unsafe { forward_image::<S, NV>(layout, taps, &masks, x, packed, y) };
+            unsafe { forward_image::<S, NV>(layout, taps, &masks, x, packed, y, ahead) };
         }
     }
 
+    /// One image's forward pass, `ahead` stepped once per tile.
     #[inline(always)]
     unsafe fn forward_image<S: Vector, const NV: usize>(
         layout: &Layout,
@@ -909,6 +1047,7 @@ mod kernels {
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
+        ahead: &mut Prefetch,
     ) {
         let block = taps.offsets.len() * layout.c_in * MR;
         let (x, y) = (x.as_ptr(), y.as_mut_ptr().cast::<f32>());
@@ -921,6 +1060,7 @@ mod kernels {
             unsafe {
                 for vb in 0..full {
                     forward_tile::<S, NV>(layout, taps, masks, x, w, y, vb * NV, rows);
+                    ahead.step();
                 }
                 let v0 = full * NV;
                 match tail {
@@ -933,6 +1073,9 @@ mod kernels {
                     _ => unreachable!("tail of {tail} vectors in a tile of {NV}"),
                 }
             }
+            if tail > 0 {
+                ahead.step();
+            }
         }
     }
 
@@ -943,8 +1086,9 @@ mod kernels {
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
+        ahead: &mut Prefetch,
     ) {
-        unsafe { forward_images_with::<Avx512, 6>(layout, taps, x, packed, y) }
+        unsafe { forward_images_with::<Avx512, NV_AVX512>(layout, taps, x, packed, y, ahead) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -954,12 +1098,13 @@ mod kernels {
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
+        ahead: &mut Prefetch,
     ) {
-        unsafe { forward_images_with::<Avx2, 2>(layout, taps, x, packed, y) }
+        unsafe { forward_images_with::<Avx2, NV_AVX2>(layout, taps, x, packed, y, ahead) }
     }
 
     /// Writes the forward pass of the images in `x` (`c_in` planes each) into `y` (`c_out` planes
-    /// each).
+    /// each), stepping `ahead` once per tile (see [`forward_tiles`]).
     ///
     /// # Safety
     /// `simd` must be supported by this CPU; `x` and `y` must hold whole images,
@@ -971,6 +1116,7 @@ mod kernels {
         x: &[f32],
         packed: &[f32],
         y: &mut [std::mem::MaybeUninit<f32>],
+        ahead: &mut Prefetch,
     ) {
         let images = x.len() / (layout.c_in * layout.in_plane);
         assert_eq!(x.len(), images * layout.c_in * layout.in_plane);
@@ -981,8 +1127,8 @@ mod kernels {
         );
         unsafe {
             match simd {
-                Simd::Avx512 => forward_images_avx512(layout, taps, x, packed, y),
-                Simd::Avx2 => forward_images_avx2(layout, taps, x, packed, y),
+                Simd::Avx512 => forward_images_avx512(layout, taps, x, packed, y, ahead),
+                Simd::Avx2 => forward_images_avx2(layout, taps, x, packed, y, ahead),
             }
         }
     }
@@ -1031,11 +1177,7 @@ mod kernels {
                     v += 1;
                 }
             }
-            for (m, acc) in acc.iter().enumerate() {
-                for (j, &a) in acc.iter().enumerate() {
-                    *sums.add(m * row_stride + j) += S::sum(a);
-                }
-            }
+            S::add_row_sums::<NK>(&acc, sums, row_stride);
         }
     }
 
@@ -1078,32 +1220,53 @@ mod kernels {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
-        let whole_blocks = layout.c_in.is_multiple_of(NK) && layout.c_out.is_multiple_of(MR);
         let (x_run_len, dy_run_len) = (chunk * image_len, chunk * output_len);
         for (run, (xs, dys)) in x.chunks(x_run_len).zip(dy.chunks(dy_run_len)).enumerate() {
             // The next run streams into L2 while this one's tiles are computed.
-            crate::cpu::prefetch_next_chunk(x, x_run_len, run);
-            crate::cpu::prefetch_next_chunk(dy, dy_run_len, run);
+            let steps = layout.c_out.div_ceil(MR) * layout.c_in.div_ceil(NK) * taps.offsets.len();
+            let mut ahead = [
+                Prefetch::next_chunk(x, x_run_len, run, steps),
+                Prefetch::next_chunk(dy, dy_run_len, run, steps),
+            ];
             let images = xs.len() / image_len;
             // A few images' planes map to few enough L1 sets to be read in place (one image's
             // block is consecutive channels); a longer run of small maps is packed first, as is
             // a channel count that leaves a partial block, and a strided conv's input, which is
-            // split into phase planes as it is packed.
-            let (x_run, dy_run) = if images <= 4 && whole_blocks && split.is_none() {
-                let x_run = Run::in_place(xs, layout.in_plane, image_len, NK);
-                (x_run, Run::in_place(dys, layout.plane, output_len, MR))
+            // split into phase planes as it is packed (its gradient is still read in place).
+            let few = images <= 4;
+            let x_run = if few && layout.c_in.is_multiple_of(NK) && split.is_none() {
+                Run::in_place(xs, layout.in_plane, image_len, NK)
             } else {
-                let (x_dims, dy_dims) = (
+                pack_blocks(
+                    xs,
                     (images, layout.c_in, layout.in_plane),
-                    (images, layout.c_out, layout.plane),
+                    NK,
+                    split,
+                    &mut x_packed,
                 );
-                pack_blocks(xs, x_dims, NK, split, &mut x_packed);
-                pack_blocks(dys, dy_dims, MR, None, &mut dy_packed);
-                let x_run = Run::packed(&x_packed, layout.in_plane, images, NK);
-                (x_run, Run::packed(&dy_packed, layout.plane, images, MR))
+                Run::packed(&x_packed, layout.in_plane, images, NK)
+            };
+            let dy_run = if few && layout.c_out.is_multiple_of(MR) {
+                Run::in_place(dys, layout.plane, output_len, MR)
+            } else {
+                pack_blocks(
+                    dys,
+                    (images, layout.c_out, layout.plane),
+                    MR,
+                    None,
+                    &mut dy_packed,
+                );
+                Run::packed(&dy_packed, layout.plane, images, MR)
             };
             unsafe {
-                weight_grad_run::<S, NK>(layout, taps, &masks, (x_run, dy_run, images), sums)
+                weight_grad_run::<S, NK>(
+                    layout,
+                    taps,
+                    &masks,
+                    (x_run, dy_run, images),
+                    sums,
+                    &mut ahead,
+                )
             };
         }
     }
@@ -1144,7 +1307,7 @@ mod kernels {
     }
 
     /// Adds the weight gradient of one run of images (small enough for L1, see
-    /// `WEIGHT_GRAD_L1_BYTES`) to `sums`.
+    /// `WEIGHT_GRAD_L1_BYTES`) to `sums`, stepping `ahead` once per tile.
     #[inline(always)]
     unsafe fn weight_grad_run<S: Vector, const NK: usize>(
         layout: &Layout,
@@ -1152,6 +1315,7 @@ mod kernels {
         masks: &[S::Mask],
         (x, dy, images): (Run, Run, usize),
         sums: &mut [f32],
+        ahead: &mut [Prefetch],
     ) {
         let t = taps.offsets.len();
         let ci_round = layout.c_in.div_ceil(NK) * NK;
@@ -1178,6 +1342,7 @@ mod kernels {
                             t * ci_round,
                         )
                     };
+                    ahead.iter_mut().for_each(Prefetch::step);
                 }
             }
         }
@@ -1245,6 +1410,10 @@ mod kernels {
         unreachable!("no vector kernels on this architecture")
     }
 
+    pub(super) fn forward_tiles(_: Simd, _: usize) -> usize {
+        unreachable!("no vector kernels on this architecture")
+    }
+
     pub(super) unsafe fn forward_images(
         _: Simd,
         _: &Layout,
@@ -1252,6 +1421,7 @@ mod kernels {
         _: &[f32],
         _: &[f32],
         _: &mut [std::mem::MaybeUninit<f32>],
+        _: &mut crate::cpu::Prefetch,
     ) {
         unreachable!("no vector kernels on this architecture")
     }

@@ -68,19 +68,25 @@ const OP_EXAMPLES: &str = "\
 Examples:
   suite bench op --batch 128 --channels 16 --size 32
   suite bench op --batch 128 --channels 32 --size 16 --stride 2
+  suite bench op --batch 128 --channels 16 --out-channels 32 --size 32 --stride 2
   suite bench op --batch 16 --channels 64 --size 56 --kernels stock --json";
 
 /// Per-op timings with GFLOP/s at one activation shape (batch x channels x size x size): a 3x3
 /// conv's forward, input gradient and weight gradient (through candle's autograd, and with the fast
 /// kernels each pass alone), batch norm forward+backward, ReLU, the 3x3/2 max pool, and a large
-/// sgemm for reference.
+/// sgemm for reference. The nets' strided convs double the channels: `--out-channels` sets the
+/// conv's output channels (default: as many as it takes in).
 #[derive(Debug, clap::Args)]
 #[command(after_help = OP_EXAMPLES)]
 struct OpArgs {
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Channels of the activations (the conv's input)
     #[arg(long, default_value_t = 16)]
     channels: usize,
+    /// The conv's output channels [default: --channels]
+    #[arg(long)]
+    out_channels: Option<usize>,
     /// Height and width
     #[arg(long, default_value_t = 32)]
     size: usize,
@@ -207,8 +213,13 @@ struct OpRow {
 fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     let dev = Device::Cpu;
     let (n, c, s) = (args.batch, args.channels, args.size);
+    let c_out = args.out_channels.unwrap_or(c);
+    anyhow::ensure!(
+        n > 0 && c > 0 && c_out > 0 && s > 0,
+        "--batch, --channels, --out-channels and --size must be positive"
+    );
     let x = Tensor::randn(0f32, 1.0, (n, c, s, s), &dev)?;
-    let w = Tensor::randn(0f32, 0.1, (c, c, args.kernel, args.kernel), &dev)?;
+    let w = Tensor::randn(0f32, 0.1, (c_out, c, args.kernel, args.kernel), &dev)?;
     let mut conv = Conv2d::from_weight(w.clone(), args.stride, args.kernel / 2);
     conv.kernels = args.kernels;
     let geometry = kernels::Conv2dGeometry::new(x.dims(), w.dims(), args.stride, args.kernel / 2)?;
@@ -331,13 +342,14 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
             .map(|row| serde_json::json!({ "op": row.op, "ms": row.ms * 1e3, "gflop_per_s": gflops(row) }))
             .collect();
         let report = serde_json::json!({
-            "batch": n, "channels": c, "size": s, "kernel": args.kernel, "stride": args.stride,
+            "batch": n, "channels": c, "out_channels": c_out, "size": s, "kernel": args.kernel,
+            "stride": args.stride,
             "kernels": args.kernels.to_string(), "threads": threads(), "ops": ops,
         });
         println!("{report}");
     } else {
         println!(
-            "{n}x{c}x{s}x{s}, {k}x{k} conv stride {st}, {} kernels, {} threads",
+            "{n}x{c}x{s}x{s}, {k}x{k} conv to {c_out} channels stride {st}, {} kernels, {} threads",
             args.kernels,
             threads(),
             k = args.kernel,
