@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Interleaves `suite bench op` of two or more builds (A, B, A, B, ...) at one conv shape and prints,
 # per build, the best and median GFLOP/s of each conv pass alone and of the 1024 sgemm measured in
-# the same processes, with each pass's share of that sgemm. On a shared, noisy machine only builds
-# compared in one such run can be told apart.
+# the same processes, and the median of each pass's share of the sgemm of its own process.
+# On a shared, noisy machine only builds compared in one such run can be told apart.
 #
 # Usage: bench/compare_builds.sh ROUNDS CHANNELS[:OUT_CHANNELS] SIZE STRIDE SUITE_BINARY...
 #   cp target/release/suite /tmp/suite-before   # then change the code and rebuild
@@ -40,9 +40,15 @@ for line in open(sys.argv[1]):
     runs.setdefault(build, []).append([ops[p] for p in passes])
 print(f"{'build':<28}{'':>8}{'forward':>10}{'input grad':>12}{'weight grad':>13}{'sgemm':>8}   shares of sgemm")
 for build, rows in runs.items():
+    # A share is taken within one process (pass and sgemm side by side), then summarised: the
+    # machine's speed drifts between processes far more than within one.
+    # The median only: a process whose sgemm ran slow gives shares past 100%.
+    shares = [[v / row[3] for v in row[:3]] for row in rows]
     for label, pick in (("best", max), ("median", statistics.median)):
         fwd, ig, wg, sgemm = (pick(col) for col in zip(*rows))
-        shares = " ".join(f"{v / sgemm:4.0%}" for v in (fwd, ig, wg))
+        share = ""
+        if label == "median":
+            share = " ".join(f"{pick(col):4.0%}" for col in zip(*shares))
         name = build[-28:] if label == "best" else ""
-        print(f"{name:<28}{label:>8}{fwd:10.1f}{ig:12.1f}{wg:13.1f}{sgemm:8.1f}   {shares}")
+        print(f"{name:<28}{label:>8}{fwd:10.1f}{ig:12.1f}{wg:13.1f}{sgemm:8.1f}   {share}")
 PY

@@ -116,6 +116,9 @@ fn conv2d_matches_stock(algorithm: ConvAlgorithm) {
         // Rows wider than one 32-value split step, whole and with a short remainder.
         (2, 3, 8, 48, 5, 3, 2, 1),
         (1, 2, 6, 70, 3, 3, 2, 1),
+        // Runs of more than four images per task, whose weight gradient packs its planes.
+        (40, 16, 8, 8, 16, 3, 1, 1),
+        (24, 8, 16, 16, 12, 3, 2, 1),
     ];
     for (n, c, h, w, o, k, s, p) in cases {
         let x = random(&[n, c, h, w], &mut rng);

@@ -259,7 +259,13 @@ impl Split {
     fn push_plane(self, src: &[f32], dst: &mut Vec<f32>) {
         let start = dst.len();
         dst.reserve(src.len());
-        let phases = &mut dst.spare_capacity_mut()[..src.len()];
+        self.write_plane(src, &mut dst.spare_capacity_mut()[..src.len()]);
+        // SAFETY: `write_plane` writes each of the plane's values once, to its phase position.
+        unsafe { dst.set_len(start + src.len()) };
+    }
+
+    /// Writes one input plane's phase planes to `phases`, as long as the plane.
+    fn write_plane(self, src: &[f32], phases: &mut [std::mem::MaybeUninit<f32>]) {
         match self.stride {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512 was detected; `src` is a plane of whole rows whose size is a
@@ -271,8 +277,6 @@ impl Split {
             2 => split_plane(2, src, self.width, phases),
             s => split_plane(s, src, self.width, phases),
         }
-        // SAFETY: `split_plane` writes each of the plane's values once, to its phase position.
-        unsafe { dst.set_len(start + src.len()) };
     }
 
     /// The phase planes of every plane in `src`, in `dst` (cleared first).
@@ -1194,19 +1198,30 @@ mod kernels {
         split: Option<Split>,
         packed: &mut Vec<f32>,
     ) {
+        let blocks = channels.div_ceil(block);
+        let len = blocks * images * block * plane;
         packed.clear();
-        for b in 0..channels.div_ceil(block) {
-            for i in 0..images {
+        packed.reserve(len);
+        let dst = &mut packed.spare_capacity_mut()[..len];
+        // Image by image, so the source is read front to back (block by block, each image's
+        // block is one page of a CIFAR map, where the hardware's prefetchers start over).
+        for i in 0..images {
+            for b in 0..blocks {
                 for m in 0..block {
                     let c = (b * block + m).min(channels - 1);
-                    let plane = &src[(i * channels + c) * plane..][..plane];
+                    let src = &src[(i * channels + c) * plane..][..plane];
+                    let dst = &mut dst[((b * images + i) * block + m) * plane..][..plane];
                     match split {
-                        Some(split) => split.push_plane(plane, packed),
-                        None => packed.extend_from_slice(plane),
+                        Some(split) => split.write_plane(src, dst),
+                        None => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                            d.write(v);
+                        }),
                     }
                 }
             }
         }
+        // SAFETY: the slots `(b, i, m)` tile `0..len` and each was written whole above.
+        unsafe { packed.set_len(len) };
     }
 
     #[inline(always)]
