@@ -255,15 +255,6 @@ impl Split {
         })
     }
 
-    /// Appends one input plane's phase planes to `dst`.
-    fn push_plane(self, src: &[f32], dst: &mut Vec<f32>) {
-        let start = dst.len();
-        dst.reserve(src.len());
-        self.write_plane(src, &mut dst.spare_capacity_mut()[..src.len()]);
-        // SAFETY: `write_plane` writes each of the plane's values once, to its phase position.
-        unsafe { dst.set_len(start + src.len()) };
-    }
-
     /// Writes one input plane's phase planes to `phases`, as long as the plane.
     fn write_plane(self, src: &[f32], phases: &mut [std::mem::MaybeUninit<f32>]) {
         match self.stride {
@@ -282,9 +273,14 @@ impl Split {
     /// The phase planes of every plane in `src`, in `dst` (cleared first).
     fn planes(self, src: &[f32], plane: usize, dst: &mut Vec<f32>) {
         dst.clear();
-        for p in src.chunks_exact(plane) {
-            self.push_plane(p, dst);
+        dst.reserve(src.len());
+        let phases = &mut dst.spare_capacity_mut()[..src.len()];
+        for (p, out) in src.chunks_exact(plane).zip(phases.chunks_exact_mut(plane)) {
+            self.write_plane(p, out);
         }
+        // SAFETY: `write_plane` writes each of a plane's values once, to its phase position, and
+        // `src` is whole planes.
+        unsafe { dst.set_len(src.len()) };
     }
 }
 
@@ -413,7 +409,7 @@ fn run_forward(
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     let packed = pack_weights(layout, taps.offsets.len(), weight);
     let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
-    let steps = layout.c_out.div_ceil(MR) * kernels::forward_tiles(simd, taps.vectors);
+    let steps = kernels::forward_tiles(simd, layout, taps);
     let batch = x.len() / image_len;
     let per_task = images_per_task(batch, rayon::current_num_threads());
     let mut partial: Vec<Vec<PlaneMoments>> = Vec::new();
@@ -498,9 +494,11 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
     let (width, hw) = (g.width, g.height * g.width);
     let (dy_len, dx_len) = (g.output_len(), g.image_len());
     let per_task = g.images_per_task(rayon::current_num_threads());
-    let steps = g.c_in.div_ceil(MR)
-        * kernels::forward_tiles(simd, plane.div_ceil(simd.lanes()))
-        * passes.iter().flatten().count();
+    let steps: usize = passes
+        .iter()
+        .flatten()
+        .map(|(taps, _)| kernels::forward_tiles(simd, &layout, taps))
+        .sum();
     cpu::build(g.batch * dx_len, |dx| {
         dx.par_chunks_mut(per_task * dx_len)
             .zip(dy.par_chunks(per_task * dy_len))
@@ -942,12 +940,14 @@ mod kernels {
     const NV_AVX512: usize = 6;
     const NV_AVX2: usize = 2;
 
-    /// Forward tiles per block of `MR` output channels, on planes of `vectors` vectors.
-    pub(super) fn forward_tiles(simd: Simd, vectors: usize) -> usize {
-        match simd {
-            Simd::Avx512 => vectors.div_ceil(NV_AVX512),
-            Simd::Avx2 => vectors.div_ceil(NV_AVX2),
-        }
+    /// Register tiles in one image's forward pass of `layout` and `taps`, the steps
+    /// [`forward_images`] takes its prefetch through per image.
+    pub(super) fn forward_tiles(simd: Simd, layout: &Layout, taps: &Taps) -> usize {
+        let nv = match simd {
+            Simd::Avx512 => NV_AVX512,
+            Simd::Avx2 => NV_AVX2,
+        };
+        layout.c_out.div_ceil(MR) * taps.vectors.div_ceil(nv)
     }
 
     /// Input channels per weight-gradient tile (AVX2 has half the registers).
@@ -1236,9 +1236,10 @@ mod kernels {
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
         let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
         let (x_run_len, dy_run_len) = (chunk * image_len, chunk * output_len);
+        // One step per tile of `weight_grad_run`.
+        let steps = layout.c_out.div_ceil(MR) * layout.c_in.div_ceil(NK) * taps.offsets.len();
         for (run, (xs, dys)) in x.chunks(x_run_len).zip(dy.chunks(dy_run_len)).enumerate() {
             // The next run streams into L2 while this one's tiles are computed.
-            let steps = layout.c_out.div_ceil(MR) * layout.c_in.div_ceil(NK) * taps.offsets.len();
             let mut ahead = [
                 Prefetch::next_chunk(x, x_run_len, run, steps),
                 Prefetch::next_chunk(dy, dy_run_len, run, steps),
@@ -1425,7 +1426,7 @@ mod kernels {
         unreachable!("no vector kernels on this architecture")
     }
 
-    pub(super) fn forward_tiles(_: Simd, _: usize) -> usize {
+    pub(super) fn forward_tiles(_: Simd, _: &Layout, _: &Taps) -> usize {
         unreachable!("no vector kernels on this architecture")
     }
 
