@@ -6,6 +6,7 @@
 #
 # Usage: bench/compare.sh [ROUNDS] [MODEL:BATCH ...]
 #   bench/compare.sh 3 resnet20:128 resnet56:128 resnet50:16
+# DEVICE=cuda:0 compares on a GPU (a build with `--features cuda`; PyTorch with CUDA).
 # Needs: a release build (cargo build --release -p suite) and .venv with torch (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ cases=("${@:-resnet20:128}")
 suite=${SUITE:-target/release/suite}
 python=${PYTHON:-.venv/bin/python}
 steps=${STEPS:-10}
+device=${DEVICE:-cpu}
 [[ -x $suite ]] || { echo "no $suite: run cargo build --release -p suite" >&2; exit 2; }
 "$python" -c "import torch" 2>/dev/null || { echo "no torch in $python: python -m venv .venv && .venv/bin/pip install torch torchvision" >&2; exit 2; }
 out=$(mktemp)
@@ -23,8 +25,8 @@ for ((r = 1; r <= rounds; r++)); do
   for c in "${cases[@]}"; do
     model=${c%%:*} batch=${c##*:}
     echo "round $r/$rounds: $model batch $batch" >&2
-    "$suite" bench train --model "$model" --batch "$batch" --steps "$steps" --json | sed "s/^/suite $r /" >>"$out"
-    "$python" bench/pytorch_reference.py train --model "$model" --batch "$batch" --steps "$steps" | sed "s/^/torch $r /" >>"$out"
+    "$suite" bench train --model "$model" --batch "$batch" --steps "$steps" --device "$device" --json | sed "s/^/suite $r /" >>"$out"
+    "$python" bench/pytorch_reference.py train --model "$model" --batch "$batch" --steps "$steps" --device "$device" | sed "s/^/torch $r /" >>"$out"
   done
 done
 "$python" - "$out" <<'PY'

@@ -29,6 +29,8 @@ use crate::cpu;
 use crate::matmul::{View, matmul};
 use crate::norm::{self, PlaneMoments};
 
+#[cfg(feature = "cuda")]
+mod cudnn;
 mod direct;
 
 pub use direct::MAX_ISA_VAR;
@@ -57,7 +59,7 @@ impl ConvAlgorithm {
 }
 
 /// The shapes of one convolution, derived from its input and weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
     pub batch: usize,
     pub c_in: usize,
@@ -110,6 +112,14 @@ impl Conv2dGeometry {
     /// three passes costs the same.
     pub fn flops(&self) -> u64 {
         2 * (self.batch * self.c_out * self.patch_len() * self.positions()) as u64
+    }
+
+    pub fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_in, self.height, self.width]
+    }
+
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.kernel_h, self.kernel_w]
     }
 
     pub fn output_shape(&self) -> [usize; 4] {
@@ -538,6 +548,18 @@ impl CustomOp2 for Conv2dOp {
         Ok((CpuStorage::F32(y), Shape::from(g.output_shape().to_vec())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = Conv2dGeometry::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        cudnn::forward(&g, (xs, xl), (ws, wl))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -547,6 +569,14 @@ impl CustomOp2 for Conv2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Conv2dGeometry::new(x.dims(), w.dims(), self.stride, self.padding)?;
         let (want_dx, want_dw) = (x.track_op(), w.track_op());
+        if !x.device().is_cpu() {
+            let dy = dy.contiguous()?;
+            let dx = want_dx.then(|| conv2d_input_grad(w, &dy, &g)).transpose()?;
+            let dw = want_dw
+                .then(|| conv2d_weight_grad(x, &dy, &g))
+                .transpose()?;
+            return Ok((dx, dw));
+        }
         let name = self.name();
         let (dx, dw) = cpu::with_slice(name, x, |x| {
             cpu::with_slice(name, w, |w| {
@@ -561,8 +591,135 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-/// `conv2d(x, w)` for an NCHW f32 input and OIHW weight on the CPU, with square `stride` and zero
-/// `padding` (dilation 1, one group), differentiable in both arguments.
+/// Which gradient a [`GradOp`] computes, and from what: the input gradient from the weight and
+/// `dy`, or the weight gradient from the input and `dy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gradient {
+    Input,
+    Weight,
+}
+
+/// One of a convolution's gradients as an op of its own (not differentiable): the CPU passes, or
+/// cuDNN's backward data or backward filter on CUDA.
+struct GradOp {
+    geometry: Conv2dGeometry,
+    gradient: Gradient,
+}
+
+impl GradOp {
+    /// The shape of the operand besides `dy` (the weight or the input).
+    fn operand_shape(&self) -> [usize; 4] {
+        match self.gradient {
+            Gradient::Input => self.geometry.weight_shape(),
+            Gradient::Weight => self.geometry.input_shape(),
+        }
+    }
+
+    /// The shape of the result (the input or the weight).
+    fn result_shape(&self) -> [usize; 4] {
+        match self.gradient {
+            Gradient::Input => self.geometry.input_shape(),
+            Gradient::Weight => self.geometry.weight_shape(),
+        }
+    }
+
+    /// Runs the op on `operand` and `dy` after checking both shapes, naming them when they are off.
+    fn apply(self, operand: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let (expected, g) = (self.operand_shape(), &self.geometry);
+        if operand.dims() != expected || dy.dims() != g.output_shape() {
+            let what = match self.gradient {
+                Gradient::Input => "input gradient: expected a weight",
+                Gradient::Weight => "weight gradient: expected an input",
+            };
+            bail!(
+                "conv2d {what} {expected:?} and an output gradient {:?}, got {:?} and {:?}",
+                g.output_shape(),
+                operand.dims(),
+                dy.dims()
+            );
+        }
+        operand
+            .contiguous()?
+            .apply_op2_no_bwd(&dy.contiguous()?, &self)
+    }
+}
+
+impl CustomOp2 for GradOp {
+    fn name(&self) -> &'static str {
+        match self.gradient {
+            Gradient::Input => "fast-conv2d-input-grad",
+            Gradient::Weight => "fast-conv2d-weight-grad",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        operand_storage: &CpuStorage,
+        operand_layout: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let passes = ConvPasses {
+            geometry: self.geometry,
+            algorithm: ConvAlgorithm::Auto,
+        };
+        let operand = cpu::slice(self.name(), operand_storage, operand_layout)?;
+        let dy = cpu::slice(self.name(), dys, dyl)?;
+        let result = match self.gradient {
+            Gradient::Input => passes.input_grad(operand, dy)?,
+            Gradient::Weight => passes.weight_grad(operand, dy)?,
+        };
+        Ok((
+            CpuStorage::F32(result),
+            Shape::from(self.result_shape().to_vec()),
+        ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        operand_storage: &candle_core::CudaStorage,
+        operand_layout: &Layout,
+        dys: &candle_core::CudaStorage,
+        dyl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (operand, dy) = ((operand_storage, operand_layout), (dys, dyl));
+        match self.gradient {
+            Gradient::Input => cudnn::input_grad(&self.geometry, operand, dy),
+            Gradient::Weight => cudnn::weight_grad(&self.geometry, operand, dy),
+        }
+    }
+}
+
+/// The input gradient of the convolution `g` for the weight `w` and output gradient `dy`, on the
+/// tensors' device; what [`conv2d`]'s backward pass computes for its input.
+pub fn conv2d_input_grad(w: &Tensor, dy: &Tensor, g: &Conv2dGeometry) -> Result<Tensor> {
+    let op = GradOp {
+        geometry: *g,
+        gradient: Gradient::Input,
+    };
+    op.apply(w, dy)
+}
+
+/// The weight gradient of the convolution `g` for the input `x` and output gradient `dy`, on the
+/// tensors' device; what [`conv2d`]'s backward pass computes for its weight.
+pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, g: &Conv2dGeometry) -> Result<Tensor> {
+    let op = GradOp {
+        geometry: *g,
+        gradient: Gradient::Weight,
+    };
+    op.apply(x, dy)
+}
+
+/// Whether [`conv2d`] runs on `device`: always on the CPU, and on CUDA in builds with the `cuda`
+/// feature (through cuDNN).
+pub fn conv2d_runs_on(device: &candle_core::Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
+
+/// `conv2d(x, w)` for an NCHW f32 input and OIHW weight, with square `stride` and zero `padding`
+/// (dilation 1, one group), differentiable in both arguments. On the CPU it runs this crate's
+/// kernels; on CUDA (with the `cuda` feature) each pass is one cuDNN call.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     conv2d_with(x, w, padding, stride, ConvAlgorithm::Auto)
 }

@@ -1,4 +1,5 @@
-//! Fast CPU training kernels for candle, each a custom op with its own backward pass:
+//! Fast training kernels for candle (CPU, and the conv on CUDA), each a custom op with its own
+//! backward pass:
 //!
 //! - [`conv2d`]: all three passes (forward, input gradient, weight gradient) parallel over the
 //!   batch; "same" stride-1 convs and small strided 3x3 convs (on phase planes) computed directly
@@ -18,8 +19,10 @@
 //!
 //! Stock candle computes a conv's input gradient with a direct transposed convolution and builds
 //! batch norm from a dozen primitive ops, each allocating its result; these kernels do the same work
-//! in one or two passes over memory. They run on the CPU only: on other devices the callers keep
-//! candle's own ops (see `nets::layers::Kernels`).
+//! in one or two passes over memory. They run on the CPU; with the `cuda` feature [`conv2d`] also
+//! runs on CUDA, each of its three passes one cuDNN call (forward, backward data, backward filter),
+//! and [`conv2d_input_grad`] and [`conv2d_weight_grad`] run a backward pass alone on either device.
+//! Elsewhere the callers keep candle's own ops (see `nets::layers::Kernels`).
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -43,7 +46,10 @@ mod norm;
 mod pool;
 
 pub use block::{BasicBlock, BasicBlockParams, BlockShortcut, basic_blocks_train};
-pub use conv::{Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_with};
+pub use conv::{
+    Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_input_grad,
+    conv2d_runs_on, conv2d_weight_grad, conv2d_with,
+};
 pub use memory::keep_freed_memory;
 pub use norm::{BatchStats, add_relu, batch_norm_add_relu, batch_norm_train, relu};
 pub use pool::{max_pool2d, subsample_pad};

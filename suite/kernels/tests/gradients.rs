@@ -184,6 +184,58 @@ fn conv_passes_alone_match_the_op_and_check_their_slices() {
     }
 }
 
+/// The gradient ops a device backend computes `conv2d`'s backward pass with, run on their own.
+#[test]
+fn conv_gradient_ops_match_autograd_and_name_bad_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (n, c, size, o, k, s, p) in [
+        (1, 3, 8, 4, 3, 1, 1),
+        (3, 16, 16, 32, 3, 2, 1),
+        (2, 6, 7, 5, 1, 2, 0),
+        (2, 3, 13, 4, 7, 2, 3),
+    ] {
+        let x = random(&[n, c, size, size], &mut rng);
+        let w = random(&[o, c, k, k], &mut rng);
+        let probe = random(x.conv2d(&w, p, s, 1, 1).unwrap().dims(), &mut rng);
+        let (_, g) = output_and_grads(&[&x, &w], &probe, |t| kernels::conv2d(&t[0], &t[1], p, s));
+        let geometry = kernels::Conv2dGeometry::new(x.dims(), w.dims(), s, p).unwrap();
+        let dx = kernels::conv2d_input_grad(&w, &probe, &geometry).unwrap();
+        let dw = kernels::conv2d_weight_grad(&x, &probe, &geometry).unwrap();
+        let case = format!("n{n} c{c} {size}x{size} -> {o} k{k} s{s} p{p}");
+        assert!(rel_diff(&dx, &g[0]) < 1e-6, "{case}: dx");
+        assert!(rel_diff(&dw, &g[1]) < 1e-6, "{case}: dw");
+    }
+    let geometry = kernels::Conv2dGeometry::new(&[2, 3, 8, 8], &[4, 3, 3, 3], 1, 1).unwrap();
+    let (w, dy) = (
+        random(&[4, 3, 3, 3], &mut rng),
+        random(&[2, 4, 7, 8], &mut rng),
+    );
+    let err = kernels::conv2d_input_grad(&w, &dy, &geometry)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[2, 4, 8, 8]") && err.contains("[2, 4, 7, 8]"),
+        "{err}"
+    );
+    let x = random(&[2, 3, 8, 9], &mut rng);
+    let dy = random(&[2, 4, 8, 8], &mut rng);
+    let err = kernels::conv2d_weight_grad(&x, &dy, &geometry)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[2, 3, 8, 8]") && err.contains("[2, 3, 8, 9]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conv2d_runs_on_the_cpu_and_on_cuda_only_with_the_cuda_feature() {
+    assert!(kernels::conv2d_runs_on(&Device::Cpu));
+    if let Ok(gpu) = Device::new_cuda(0) {
+        assert_eq!(kernels::conv2d_runs_on(&gpu), cfg!(feature = "cuda"));
+    }
+}
+
 #[test]
 fn conv2d_skips_the_input_gradient_of_a_constant_input() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);

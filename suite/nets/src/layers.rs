@@ -38,8 +38,8 @@ pub trait Traced {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Kernels {
     /// The `kernels` crate's conv, fused batch norm + ReLU, one-pass ReLU and (in training) fused
-    /// runs of basic blocks, wherever the tensors are f32 on the CPU; candle's own ops elsewhere
-    /// (e.g. on CUDA).
+    /// runs of basic blocks, wherever the tensors are f32 on the CPU. On CUDA (builds with the
+    /// `cuda` feature) the conv's three passes run through cuDNN and the other ops are candle's.
     #[default]
     Fast,
     /// candle's stock ops everywhere: the reference the fast kernels are checked against.
@@ -49,6 +49,11 @@ pub enum Kernels {
 impl Kernels {
     pub(crate) fn fast_for(self, xs: &Tensor) -> bool {
         self == Self::Fast && xs.device().is_cpu() && xs.dtype() == DType::F32
+    }
+
+    /// Whether a conv on `xs` runs the fast kernels, which also cover CUDA.
+    pub(crate) fn fast_conv_for(self, xs: &Tensor) -> bool {
+        self == Self::Fast && ::kernels::conv2d_runs_on(xs.device()) && xs.dtype() == DType::F32
     }
 }
 
@@ -162,7 +167,7 @@ impl Conv2d {
 
 impl candle_nn::Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.kernels.fast_for(xs) {
+        if self.kernels.fast_conv_for(xs) {
             ::kernels::conv2d(xs, &self.weight, self.padding, self.stride)
         } else {
             xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)

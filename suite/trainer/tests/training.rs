@@ -40,7 +40,11 @@ fn batch(n: usize) -> Option<(Tensor, Tensor)> {
 }
 
 fn model(name: &str, kernels: nets::Kernels) -> nets::Model {
-    let mut m = nets::Model::new(name.parse().unwrap(), 0, &Device::Cpu).unwrap();
+    model_on(name, kernels, &Device::Cpu)
+}
+
+fn model_on(name: &str, kernels: nets::Kernels, device: &Device) -> nets::Model {
+    let mut m = nets::Model::new(name.parse().unwrap(), 0, device).unwrap();
     m.net.set_kernels(kernels);
     m
 }
@@ -159,6 +163,10 @@ fn residual_block_gradients_agree_with_finite_differences_for_options_a_and_b() 
 /// Losses of `steps` training steps of ResNet-20 on a stream of augmented sample batches (a new
 /// batch every step, as in training), starting from the same initial weights.
 fn trajectory(kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
+    trajectory_on(&Device::Cpu, kernels, nudge, steps)
+}
+
+fn trajectory_on(device: &Device, kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
     let source = datasets::cifar::Source::local(&data_dir().unwrap()).unwrap();
     let data = datasets::cifar::load(&source, None).unwrap();
     let normalize = datasets::Normalize::pixel_mean(&data.train);
@@ -167,8 +175,8 @@ fn trajectory(kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
         batch_size: 8,
         ..Default::default()
     };
-    let loader = datasets::Loader::new(std::sync::Arc::new(set), config, &Device::Cpu).unwrap();
-    let m = model("resnet20", kernels);
+    let loader = datasets::Loader::new(std::sync::Arc::new(set), config, device).unwrap();
+    let m = model_on("resnet20", kernels, device);
     // Every parameter moved by `nudge` relative, in a pattern that differs from element to element
     // (a uniform scale would vanish in the BN after each conv): rounding-sized noise in every layer.
     for (_, var) in nets::weights::trainable(&m.vars) {
@@ -183,7 +191,7 @@ fn trajectory(kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
             .enumerate()
             .map(|(i, &v)| v * (1.0 + nudge * ((i % 3) as f32 - 1.0)))
             .collect();
-        var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
+        var.set(&Tensor::from_vec(w, var.shape(), device).unwrap())
             .unwrap();
     }
     let mut sgd = Sgd::new(nets::weights::trainable(&m.vars), SgdConfig::default()).unwrap();
@@ -222,6 +230,30 @@ fn fast_kernels_follow_the_stock_loss_trajectory_for_50_steps() {
         assert!(
             (f - s).abs() <= bound,
             "step {i}: fast {f} vs stock {s} (bound {bound:.2e}); fast {fast:?}, stock {stock:?}, nudged {nudged:?}"
+        );
+    }
+}
+
+/// On a GPU the conv's three passes run through cuDNN, which may round products to TF32 (as
+/// PyTorch lets it by default): the CUDA run must follow the CPU trajectory within what a
+/// TF32-sized nudge (1e-3 relative) of every weight does on the CPU.
+#[cfg(feature = "cuda")]
+#[test]
+fn cudnn_convs_follow_the_cpu_loss_trajectory_for_50_steps() {
+    if data_dir().is_none() {
+        return;
+    }
+    let gpu = Device::new_cuda(0).expect("the `cuda` feature's tests need CUDA GPU 0");
+    let cpu = trajectory(nets::Kernels::Fast, 0.0, 50);
+    let nudged = trajectory(nets::Kernels::Fast, 1e-3, 50);
+    let cuda = trajectory_on(&gpu, nets::Kernels::Fast, 0.0, 50);
+    let mut noise = 0f32;
+    for (i, ((g, c), n)) in cuda.iter().zip(&cpu).zip(&nudged).enumerate() {
+        noise = noise.max((n - c).abs());
+        let bound = 10.0 * noise + 1e-3 * c.abs();
+        assert!(
+            (g - c).abs() <= bound,
+            "step {i}: cuda {g} vs cpu {c} (bound {bound:.2e}); cuda {cuda:?}, cpu {cpu:?}, nudged {nudged:?}"
         );
     }
 }

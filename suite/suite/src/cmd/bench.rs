@@ -69,13 +69,15 @@ Examples:
   suite bench op --batch 128 --channels 16 --size 32
   suite bench op --batch 128 --channels 32 --size 16 --stride 2
   suite bench op --batch 128 --channels 16 --out-channels 32 --size 32 --stride 2
-  suite bench op --batch 16 --channels 64 --size 56 --kernels stock --json";
+  suite bench op --batch 16 --channels 64 --size 56 --kernels stock --json
+  suite bench op --batch 128 --channels 16 --size 32 --device cuda:0";
 
 /// Per-op timings with GFLOP/s at one activation shape (batch x channels x size x size): a 3x3
 /// conv's forward, input gradient and weight gradient (through candle's autograd, and with the fast
 /// kernels each pass alone), batch norm forward+backward, ReLU, the 3x3/2 max pool, and a large
 /// sgemm for reference. The nets' strided convs double the channels: `--out-channels` sets the
-/// conv's output channels (default: as many as it takes in).
+/// conv's output channels (default: as many as it takes in). On a GPU every timed run ends by
+/// waiting for the device, and the passes alone run on device tensors (cuDNN's three calls).
 #[derive(Debug, clap::Args)]
 #[command(after_help = OP_EXAMPLES)]
 struct OpArgs {
@@ -96,6 +98,9 @@ struct OpArgs {
     /// Conv stride
     #[arg(long, default_value_t = 1)]
     stride: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// fast (the kernels crate's ops) or stock (candle's own)
     #[arg(long, default_value = "fast")]
     kernels: Kernels,
@@ -187,16 +192,20 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Median seconds of `repeats` runs of `f`, after one warm-up run.
+/// Median seconds of `repeats` runs of `f`, after one warm-up run; each run waits for `device` to
+/// finish its work, so a GPU's queued kernels are timed, not just their launch.
 fn median_seconds(
+    device: &Device,
     repeats: usize,
     mut f: impl FnMut() -> candle_core::Result<()>,
 ) -> anyhow::Result<f64> {
     f()?;
+    device.synchronize()?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
         f()?;
+        device.synchronize()?;
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -211,7 +220,7 @@ struct OpRow {
 }
 
 fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
-    let dev = Device::Cpu;
+    let dev = trainer::device::open(&args.device).map_err(anyhow::Error::msg)?;
     let (n, c, s) = (args.batch, args.channels, args.size);
     let c_out = args.out_channels.unwrap_or(c);
     anyhow::ensure!(
@@ -227,7 +236,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     let r = args.repeats;
     let mut rows = Vec::new();
 
-    let forward = median_seconds(r, || conv.forward(&x).map(drop))?;
+    let forward = median_seconds(&dev, r, || conv.forward(&x).map(drop))?;
     rows.push(OpRow {
         op: "conv forward",
         ms: forward,
@@ -235,7 +244,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     });
     // One gradient at a time: the other argument is a constant, so its gradient is not computed.
     let xv = Var::from_tensor(&x)?;
-    let both = median_seconds(r, || {
+    let both = median_seconds(&dev, r, || {
         conv.forward(xv.as_tensor())?
             .sum_all()?
             .backward()
@@ -249,14 +258,43 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     let wv = Var::from_tensor(&w)?;
     let mut wconv = Conv2d::from_weight(wv.as_tensor().clone(), args.stride, args.kernel / 2);
     wconv.kernels = args.kernels;
-    let both = median_seconds(r, || wconv.forward(&x)?.sum_all()?.backward().map(drop))?;
+    let both = median_seconds(&dev, r, || {
+        wconv.forward(&x)?.sum_all()?.backward().map(drop)
+    })?;
     rows.push(OpRow {
         op: "conv weight gradient",
         ms: both - forward,
         flops,
     });
 
-    if args.kernels == Kernels::Fast {
+    if args.kernels == Kernels::Fast && !dev.is_cpu() {
+        // Each pass alone on device tensors, outside autograd.
+        let dy = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?;
+        let ms = median_seconds(&dev, r, || {
+            kernels::conv2d(&x, &w, args.kernel / 2, args.stride).map(drop)
+        })?;
+        rows.push(OpRow {
+            op: "conv forward, pass alone",
+            ms,
+            flops,
+        });
+        let ms = median_seconds(&dev, r, || {
+            kernels::conv2d_input_grad(&w, &dy, &geometry).map(drop)
+        })?;
+        rows.push(OpRow {
+            op: "conv input gradient, pass alone",
+            ms,
+            flops,
+        });
+        let ms = median_seconds(&dev, r, || {
+            kernels::conv2d_weight_grad(&x, &dy, &geometry).map(drop)
+        })?;
+        rows.push(OpRow {
+            op: "conv weight gradient, pass alone",
+            ms,
+            flops,
+        });
+    } else if args.kernels == Kernels::Fast {
         // Each pass alone on plain slices: the rows above include candle's autograd around the op
         // (a reduction, a broadcast and a zero-tensor accumulation), these do not.
         let passes = kernels::ConvPasses {
@@ -270,19 +308,19 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         let dys = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let ms = median_seconds(r, || passes.forward(&xs, &ws).map(drop))?;
+        let ms = median_seconds(&dev, r, || passes.forward(&xs, &ws).map(drop))?;
         rows.push(OpRow {
             op: "conv forward, pass alone",
             ms,
             flops,
         });
-        let ms = median_seconds(r, || passes.input_grad(&ws, &dys).map(drop))?;
+        let ms = median_seconds(&dev, r, || passes.input_grad(&ws, &dys).map(drop))?;
         rows.push(OpRow {
             op: "conv input gradient, pass alone",
             ms,
             flops,
         });
-        let ms = median_seconds(r, || passes.weight_grad(&xs, &dys).map(drop))?;
+        let ms = median_seconds(&dev, r, || passes.weight_grad(&xs, &dys).map(drop))?;
         rows.push(OpRow {
             op: "conv weight gradient, pass alone",
             ms,
@@ -293,7 +331,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     let vars = VarMap::new();
     let mut bn = BatchNorm::new(c, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
     bn.kernels = args.kernels;
-    let ms = median_seconds(r, || {
+    let ms = median_seconds(&dev, r, || {
         bn.forward_train(xv.as_tensor(), false)?
             .sum_all()?
             .backward()
@@ -304,7 +342,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         ms,
         flops: None,
     });
-    let ms = median_seconds(r, || {
+    let ms = median_seconds(&dev, r, || {
         nets::layers::relu(xv.as_tensor(), args.kernels)?
             .sum_all()?
             .backward()
@@ -315,7 +353,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         ms,
         flops: None,
     });
-    let ms = median_seconds(r, || {
+    let ms = median_seconds(&dev, r, || {
         nets::layers::max_pool2d(xv.as_tensor(), (3, 2, 1), args.kernels)?
             .sum_all()?
             .backward()
@@ -328,7 +366,7 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
     });
     let side = 1024;
     let a = Tensor::randn(0f32, 1.0, (side, side), &dev)?;
-    let ms = median_seconds(r, || a.matmul(&a).map(drop))?;
+    let ms = median_seconds(&dev, r, || a.matmul(&a).map(drop))?;
     rows.push(OpRow {
         op: "sgemm 1024 (reference)",
         ms,
@@ -343,13 +381,14 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let report = serde_json::json!({
             "batch": n, "channels": c, "out_channels": c_out, "size": s, "kernel": args.kernel,
-            "stride": args.stride,
+            "stride": args.stride, "device": trainer::device::name(&dev),
             "kernels": args.kernels.to_string(), "threads": threads(), "ops": ops,
         });
         println!("{report}");
     } else {
         println!(
-            "{n}x{c}x{s}x{s}, {k}x{k} conv to {c_out} channels stride {st}, {} kernels, {} threads",
+            "{n}x{c}x{s}x{s}, {k}x{k} conv to {c_out} channels stride {st} on {}, {} kernels, {} threads",
+            trainer::device::name(&dev),
             args.kernels,
             threads(),
             k = args.kernel,
