@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA checks, for a machine with an NVIDIA GPU, a Rust toolchain, the CUDA toolkit and cuDNN:
 #
-# 1. the `cuda` feature's tests: cuDNN's forward, backward data and backward filter against the CPU
-#    kernels over the nets' shapes and odd ones, and a ResNet-20 run of 50 steps on the GPU against
-#    the CPU loss trajectory;
+# 1. the `cuda` feature's tests: cuDNN's conv forward, backward data and backward filter and its
+#    batch norm against the CPU kernels over the nets' shapes and odd ones, and a ResNet-20 run of
+#    50 steps on the GPU against the CPU loss trajectory;
 # 2. per-pass conv timings on the GPU at the CIFAR shapes (`suite bench op --device cuda:0`);
 # 3. training images/s on the GPU with the fast kernels (cuDNN conv) and stock candle, side by
 #    side, and against PyTorch on the same GPU when a python with CUDA torch is given.
@@ -19,9 +19,9 @@ command -v nvidia-smi >/dev/null || { echo "no nvidia-smi: this check needs an N
 command -v nvcc >/dev/null || { echo "no nvcc: install the CUDA toolkit (and cuDNN)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
 
-echo "== tests (--features suite/cuda)"
-cargo test --release --locked --features suite/cuda -p kernels --test cuda
-cargo test --release --locked --features suite/cuda -p trainer --test training -- cudnn
+echo "== tests (--features cuda)"
+cargo test --release --locked -p kernels --features cuda --test cuda
+cargo test --release --locked -p trainer --features cuda --test training -- cudnn
 
 echo "== conv passes on $device"
 cargo build --release --locked -p suite --features cuda

@@ -21,7 +21,8 @@
 //! batch norm from a dozen primitive ops, each allocating its result; these kernels do the same work
 //! in one or two passes over memory. They run on the CPU; with the `cuda` feature [`conv2d`] also
 //! runs on CUDA, each of its three passes one cuDNN call (forward, backward data, backward filter),
-//! and [`conv2d_input_grad`] and [`conv2d_weight_grad`] run a backward pass alone on either device.
+//! [`conv2d_input_grad`] and [`conv2d_weight_grad`] run a backward pass alone on either device,
+//! and [`batch_norm_train_cuda`] is cuDNN's batch norm, one call each way.
 //! Elsewhere the callers keep candle's own ops (see `nets::layers::Kernels`).
 //!
 //! ```
@@ -51,5 +52,8 @@ pub use conv::{
     conv2d_runs_on, conv2d_weight_grad, conv2d_with,
 };
 pub use memory::keep_freed_memory;
-pub use norm::{BatchStats, add_relu, batch_norm_add_relu, batch_norm_train, relu};
+pub use norm::{
+    BatchStats, add_relu, batch_norm_add_relu, batch_norm_cuda_runs_on, batch_norm_train,
+    batch_norm_train_cuda, relu,
+};
 pub use pool::{max_pool2d, subsample_pad};

@@ -20,6 +20,9 @@ use rayon::prelude::*;
 
 use crate::cpu;
 
+#[cfg(feature = "cuda")]
+mod cudnn;
+
 /// The statistics one training-mode batch norm computed over its batch, per channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchStats {
@@ -507,6 +510,37 @@ pub fn batch_norm_train(
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let stats = stats.get().cloned().expect("forward sets the statistics");
     Ok((y, stats))
+}
+
+/// Whether [`batch_norm_train_cuda`] runs on `device`: CUDA devices in builds with the `cuda`
+/// feature.
+pub fn batch_norm_cuda_runs_on(device: &candle_core::Device) -> bool {
+    cfg!(feature = "cuda") && device.is_cuda()
+}
+
+/// Training-mode batch norm of an (N, C, ...) f32 input on CUDA through cuDNN (one call forward,
+/// one backward), with per-channel scale `gamma` and shift `beta`; differentiable in all three.
+/// Returns the output, the batch mean and the batch's unbiased variance, all on the device, so
+/// running averages are updated without a copy to the host. Needs the `cuda` feature.
+pub fn batch_norm_train_cuda(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    check_batch(x)?;
+    if eps.is_nan() || eps <= 0.0 {
+        bail!("batch norm: eps must be positive, got {eps}");
+    }
+    #[cfg(feature = "cuda")]
+    {
+        cudnn::batch_norm_train(x, gamma, beta, eps)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (gamma, beta);
+        bail!("batch norm on CUDA needs a build with the `cuda` feature")
+    }
 }
 
 /// `x` has more than one value per channel, as batch statistics need.

@@ -1,5 +1,5 @@
-//! The conv on CUDA (cuDNN's forward, backward data and backward filter) against the CPU kernels,
-//! which the gradient tests check against candle's stock ops. Built only with the `cuda` feature,
+//! The conv on CUDA (cuDNN's forward, backward data and backward filter) and cuDNN's batch norm
+//! against the CPU kernels, which the gradient tests check against candle's stock ops. Built only with the `cuda` feature,
 //! and run on a machine with a GPU (`ci/cuda-check.sh`); there every test here must find GPU 0.
 #![cfg(feature = "cuda")]
 
@@ -130,4 +130,72 @@ fn cudnn_conv_skips_the_input_gradient_of_a_constant_input() {
         .unwrap();
     assert!(grads.get(&x).is_none());
     assert_eq!(grads.get(&w).expect("dw").dims(), &[4, 3, 3, 3]);
+}
+
+#[test]
+fn cudnn_batch_norm_matches_the_cpu_kernel_with_its_statistics_and_gradients() {
+    let gpu = gpu();
+    assert!(kernels::batch_norm_cuda_runs_on(&gpu));
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    for (n, c, h, w) in [
+        (2, 3, 4, 5),
+        (1, 16, 8, 8),
+        (128, 16, 32, 32),
+        (7, 64, 8, 8),
+    ] {
+        // An offset mean, as after a conv: the variance must not cancel away.
+        let x = random(&[n, c, h, w], &mut rng).affine(3.0, 0.5).unwrap();
+        let gamma = random(&[c], &mut rng);
+        let beta = random(&[c], &mut rng);
+        let probe = random(&[n, c, h, w], &mut rng);
+        let run = |x: &Tensor, gamma: &Tensor, beta: &Tensor, probe: &Tensor, cuda: bool| {
+            let vars = [x, gamma, beta].map(|t| Var::from_tensor(t).unwrap());
+            let [xv, gv, bv] = vars.each_ref().map(|v| v.as_tensor());
+            let (y, mean, var) = if cuda {
+                kernels::batch_norm_train_cuda(xv, gv, bv, 1e-5).unwrap()
+            } else {
+                let (y, stats) = kernels::batch_norm_train(xv, gv, bv, 1e-5, false).unwrap();
+                let tensor = |v: Vec<f32>| Tensor::new(v, &Device::Cpu).unwrap();
+                (y, tensor(stats.mean.clone()), tensor(stats.unbiased_var()))
+            };
+            let grads = (&y * probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let grad = |v: &Tensor| grads.get(v).expect("gradient").clone();
+            [y, mean, var, grad(xv), grad(gv), grad(bv)]
+        };
+        let cpu = run(&x, &gamma, &beta, &probe, false);
+        let on_gpu = |t: &Tensor| t.to_device(&gpu).unwrap();
+        let cuda = run(
+            &on_gpu(&x),
+            &on_gpu(&gamma),
+            &on_gpu(&beta),
+            &on_gpu(&probe),
+            true,
+        );
+        let case = format!("{n}x{c}x{h}x{w}");
+        let names = ["y", "mean", "unbiased var", "dx", "dgamma", "dbeta"];
+        for ((name, got), want) in names.iter().zip(&cuda).zip(&cpu) {
+            assert!(got.device().is_cuda(), "{case}: {name} left the GPU");
+            let diff = rel_diff(got, want);
+            assert!(diff < 1e-4, "{case}: {name} differs by {diff:.2e}");
+        }
+    }
+}
+
+#[test]
+fn cudnn_batch_norm_names_bad_inputs() {
+    let gpu = gpu();
+    let x = Tensor::zeros((4, 3, 2, 2), candle_core::DType::F32, &gpu).unwrap();
+    let (gamma, beta) = (
+        Tensor::ones(2, candle_core::DType::F32, &gpu).unwrap(),
+        Tensor::zeros(2, candle_core::DType::F32, &gpu).unwrap(),
+    );
+    let err = kernels::batch_norm_train_cuda(&x, &gamma, &beta, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 channels but 2 scales"), "{err}");
+    let cpu = Tensor::zeros((4, 2, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = kernels::batch_norm_train_cuda(&cpu, &gamma, &beta, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CUDA device"), "{err}");
 }

@@ -237,6 +237,28 @@ fn conv2d_runs_on_the_cpu_and_on_cuda_only_with_the_cuda_feature() {
 }
 
 #[test]
+fn cudnn_batch_norm_refuses_cpu_tensors_and_a_bad_eps() {
+    assert!(!kernels::batch_norm_cuda_runs_on(&Device::Cpu));
+    let f32 = candle_core::DType::F32;
+    let x = Tensor::zeros((4, 2, 2, 2), f32, &Device::Cpu).unwrap();
+    let (gamma, beta) = (
+        Tensor::ones(2, f32, &Device::Cpu).unwrap(),
+        Tensor::zeros(2, f32, &Device::Cpu).unwrap(),
+    );
+    let err = kernels::batch_norm_train_cuda(&x, &gamma, &beta, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CUDA") || err.contains("`cuda` feature"),
+        "{err}"
+    );
+    let err = kernels::batch_norm_train_cuda(&x, &gamma, &beta, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eps must be positive"), "{err}");
+}
+
+#[test]
 fn conv2d_skips_the_input_gradient_of_a_constant_input() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x = random(&[2, 3, 6, 6], &mut rng);

@@ -39,7 +39,8 @@ pub trait Traced {
 pub enum Kernels {
     /// The `kernels` crate's conv, fused batch norm + ReLU, one-pass ReLU and (in training) fused
     /// runs of basic blocks, wherever the tensors are f32 on the CPU. On CUDA (builds with the
-    /// `cuda` feature) the conv's three passes run through cuDNN and the other ops are candle's.
+    /// `cuda` feature) the conv's three passes and training-mode batch norm run through cuDNN and
+    /// the other ops are candle's.
     #[default]
     Fast,
     /// candle's stock ops everywhere: the reference the fast kernels are checked against.
@@ -54,6 +55,13 @@ impl Kernels {
     /// Whether a conv on `xs` runs the fast kernels, which also cover CUDA.
     pub(crate) fn fast_conv_for(self, xs: &Tensor) -> bool {
         self == Self::Fast && ::kernels::conv2d_runs_on(xs.device()) && xs.dtype() == DType::F32
+    }
+
+    /// Whether training-mode batch norm on `xs` runs cuDNN's (a CUDA device).
+    fn cudnn_batch_norm_for(self, xs: &Tensor) -> bool {
+        self == Self::Fast
+            && ::kernels::batch_norm_cuda_runs_on(xs.device())
+            && xs.dtype() == DType::F32
     }
 }
 
@@ -257,6 +265,13 @@ impl BatchNorm {
 
     /// Training mode, followed by a ReLU when `relu` is set (fused into one op by the fast kernels).
     pub fn forward_train(&self, xs: &Tensor, relu: bool) -> Result<Tensor> {
+        if self.kernels.cudnn_batch_norm_for(xs) {
+            let (ys, mean, var) =
+                ::kernels::batch_norm_train_cuda(xs, &self.weight, &self.bias, self.eps)?;
+            self.update_running(&self.running_mean, &mean)?;
+            self.update_running(&self.running_var, &var)?;
+            return if relu { ys.relu() } else { Ok(ys) };
+        }
         if !self.kernels.fast_for(xs) {
             let ys = self.forward_train_stock(xs)?;
             return if relu { ys.relu() } else { Ok(ys) };
