@@ -19,6 +19,12 @@ command -v nvidia-smi >/dev/null || { echo "no nvidia-smi: this check needs an N
 command -v nvcc >/dev/null || { echo "no nvcc: install the CUDA toolkit (and cuDNN)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
 
+data=${RESNET_REPRO_DATA:-../shared/data}
+if [[ ! -d $data/cifar10/sample ]]; then
+  echo "warning: no CIFAR-10 sample at $data/cifar10/sample (set RESNET_REPRO_DATA):" \
+    "the GPU loss-trajectory test will skip" >&2
+fi
+
 echo "== tests (--features cuda)"
 cargo test --release --locked -p kernels --features cuda --test cuda
 cargo test --release --locked -p trainer --features cuda --test training -- cudnn
