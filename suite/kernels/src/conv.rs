@@ -570,11 +570,8 @@ impl CustomOp2 for Conv2dOp {
         let g = Conv2dGeometry::new(x.dims(), w.dims(), self.stride, self.padding)?;
         let (want_dx, want_dw) = (x.track_op(), w.track_op());
         if !x.device().is_cpu() {
-            let dy = dy.contiguous()?;
-            let dx = want_dx.then(|| conv2d_input_grad(w, &dy, &g)).transpose()?;
-            let dw = want_dw
-                .then(|| conv2d_weight_grad(x, &dy, &g))
-                .transpose()?;
+            let dx = want_dx.then(|| conv2d_input_grad(w, dy, &g)).transpose()?;
+            let dw = want_dw.then(|| conv2d_weight_grad(x, dy, &g)).transpose()?;
             return Ok((dx, dw));
         }
         let name = self.name();

@@ -41,6 +41,8 @@
 mod block;
 mod conv;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod matmul;
 mod memory;
 mod norm;

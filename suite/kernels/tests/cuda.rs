@@ -1,6 +1,7 @@
 //! The conv on CUDA (cuDNN's forward, backward data and backward filter) and cuDNN's batch norm
-//! against the CPU kernels, which the gradient tests check against candle's stock ops. Built only with the `cuda` feature,
-//! and run on a machine with a GPU (`ci/cuda-check.sh`); there every test here must find GPU 0.
+//! against the CPU kernels, which the gradient tests check against candle's stock ops. Built only
+//! with the `cuda` feature, and run on a machine with a GPU (`ci/cuda-check.sh`); there every test
+//! here must find GPU 0.
 #![cfg(feature = "cuda")]
 
 use candle_core::{Device, Tensor, Var};

@@ -4,7 +4,7 @@
 //! Stock candle 0.11 sends only the forward to cuDNN; its input gradient is a transposed
 //! convolution run as one thread per output value. Here each pass is one cuDNN call on NCHW f32
 //! tensors, with the algorithm cuDNN's heuristics rank first for the shape and a workspace of the
-//! size that algorithm asks for. A [`Plan`] (descriptors and the three algorithms) is built once
+//! size that algorithm asks for. A [`Plan`] (descriptors, algorithms, workspace sizes) is built once
 //! per device and geometry and kept per thread, as cuDNN handles are neither `Send` nor `Sync`.
 //!
 //! cuDNN's default math mode is kept, as in PyTorch: on Ampere and later GPUs fp32 convolutions
@@ -24,21 +24,63 @@ use candle_core::cuda_backend::cudarc::cudnn::sys::{
     cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionFwdAlgo_t,
     cudnnConvolutionMode_t, cudnnTensorFormat_t,
 };
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
-use candle_core::{CudaStorage, Layout, Result, Shape, bail};
+use candle_core::{CudaStorage, Layout, Result, Shape};
 
 use super::Conv2dGeometry;
+use crate::cuda::{c_ints, output, view};
 
-/// One geometry's descriptors and the algorithm picked for each pass.
-struct Plan {
+/// One pass's algorithm and the workspace bytes it asks for.
+#[derive(Clone, Copy)]
+struct Pass<A> {
+    algorithm: A,
+    workspace: usize,
+}
+
+/// One geometry's cuDNN descriptors.
+struct Descriptors {
     conv: ConvDescriptor<f32>,
     x: TensorDescriptor<f32>,
     w: FilterDescriptor<f32>,
     y: TensorDescriptor<f32>,
-    forward: cudnnConvolutionFwdAlgo_t,
-    backward_data: cudnnConvolutionBwdDataAlgo_t,
-    backward_filter: cudnnConvolutionBwdFilterAlgo_t,
+}
+
+impl Descriptors {
+    fn forward(&self) -> ConvForward<'_, f32, f32, f32> {
+        ConvForward {
+            conv: &self.conv,
+            x: &self.x,
+            w: &self.w,
+            y: &self.y,
+        }
+    }
+
+    fn backward_data(&self) -> ConvBackwardData<'_, f32, f32, f32> {
+        ConvBackwardData {
+            conv: &self.conv,
+            dx: &self.x,
+            w: &self.w,
+            dy: &self.y,
+        }
+    }
+
+    fn backward_filter(&self) -> ConvBackwardFilter<'_, f32, f32, f32> {
+        ConvBackwardFilter {
+            conv: &self.conv,
+            x: &self.x,
+            dw: &self.w,
+            dy: &self.y,
+        }
+    }
+}
+
+/// One geometry's descriptors and each pass's algorithm.
+struct Plan {
+    descriptors: Descriptors,
+    forward: Pass<cudnnConvolutionFwdAlgo_t>,
+    backward_data: Pass<cudnnConvolutionBwdDataAlgo_t>,
+    backward_filter: Pass<cudnnConvolutionBwdFilterAlgo_t>,
 }
 
 thread_local! {
@@ -58,19 +100,8 @@ fn handle(device: &CudaDevice) -> Result<Arc<Cudnn>> {
     })
 }
 
-/// cuDNN takes dimensions as C ints; a tensor past that range is an error, not a wrapped size.
-fn dims<const N: usize>(values: [usize; N]) -> Result<[i32; N]> {
-    let mut out = [0; N];
-    for (o, &v) in out.iter_mut().zip(&values) {
-        *o = match i32::try_from(v) {
-            Ok(v) => v,
-            Err(_) => bail!("cudnn conv2d: dimension {v} of {values:?} does not fit a C int"),
-        };
-    }
-    Ok(out)
-}
-
 fn plan(device: &CudaDevice, g: &Conv2dGeometry) -> Result<Rc<Plan>> {
+    const OP: &str = "cudnn conv2d";
     let key = (device.id(), *g);
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
         return Ok(plan);
@@ -78,80 +109,54 @@ fn plan(device: &CudaDevice, g: &Conv2dGeometry) -> Result<Rc<Plan>> {
     let cudnn = handle(device)?;
     let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
     let conv = cudnn.create_conv2d::<f32>(
-        dims([g.padding, g.padding])?,
-        dims([g.stride, g.stride])?,
+        c_ints(OP, [g.padding, g.padding])?,
+        c_ints(OP, [g.stride, g.stride])?,
         [1, 1],
         cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
     )?;
-    let x = cudnn.create_4d_tensor::<f32>(nchw, dims(g.input_shape())?)?;
-    let w = cudnn.create_4d_filter::<f32>(nchw, dims(g.weight_shape())?)?;
-    let y = cudnn.create_4d_tensor::<f32>(nchw, dims(g.output_shape())?)?;
-    let forward = ConvForward {
-        conv: &conv,
-        x: &x,
-        w: &w,
-        y: &y,
-    }
-    .pick_algorithm()?;
-    let backward_data = ConvBackwardData {
-        conv: &conv,
-        dx: &x,
-        w: &w,
-        dy: &y,
-    }
-    .pick_algorithm()?;
-    let backward_filter = ConvBackwardFilter {
-        conv: &conv,
-        x: &x,
-        dw: &w,
-        dy: &y,
-    }
-    .pick_algorithm()?;
-    let plan = Rc::new(Plan {
+    let descriptors = Descriptors {
         conv,
-        x,
-        w,
-        y,
+        x: cudnn.create_4d_tensor::<f32>(nchw, c_ints(OP, g.input_shape())?)?,
+        w: cudnn.create_4d_filter::<f32>(nchw, c_ints(OP, g.weight_shape())?)?,
+        y: cudnn.create_4d_tensor::<f32>(nchw, c_ints(OP, g.output_shape())?)?,
+    };
+    // The three pass types share no trait: each picks its algorithm and sizes its workspace alike.
+    let forward = {
+        let pass = descriptors.forward();
+        let algorithm = pass.pick_algorithm()?;
+        let workspace = pass.get_workspace_size(algorithm)?;
+        Pass {
+            algorithm,
+            workspace,
+        }
+    };
+    let backward_data = {
+        let pass = descriptors.backward_data();
+        let algorithm = pass.pick_algorithm()?;
+        let workspace = pass.get_workspace_size(algorithm)?;
+        Pass {
+            algorithm,
+            workspace,
+        }
+    };
+    let backward_filter = {
+        let pass = descriptors.backward_filter();
+        let algorithm = pass.pick_algorithm()?;
+        let workspace = pass.get_workspace_size(algorithm)?;
+        Pass {
+            algorithm,
+            workspace,
+        }
+    };
+    let plan = Plan {
+        descriptors,
         forward,
         backward_data,
         backward_filter,
-    });
+    };
+    let plan = Rc::new(plan);
     PLANS.with(|plans| plans.borrow_mut().insert(key, plan.clone()));
     Ok(plan)
-}
-
-/// A contiguous f32 tensor's values, from its first element.
-fn view<'a>(
-    op: &str,
-    what: &str,
-    storage: &'a CudaStorage,
-    layout: &Layout,
-) -> Result<CudaView<'a, f32>> {
-    if !layout.is_contiguous() {
-        bail!(
-            "{op}: {what} must be contiguous, got strides {:?}",
-            layout.stride()
-        );
-    }
-    let slice = storage.as_cuda_slice::<f32>()?;
-    let start = layout.start_offset();
-    Ok(slice.slice(start..start + layout.shape().elem_count()))
-}
-
-fn check_dims(op: &str, what: &str, layout: &Layout, expected: &[usize]) -> Result<()> {
-    if layout.dims() != expected {
-        bail!(
-            "{op}: {what} has shape {:?}, expected {expected:?}",
-            layout.dims()
-        );
-    }
-    Ok(())
-}
-
-/// Uninitialised device memory for a result every element of which cuDNN writes (`beta` = 0).
-fn output(device: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
-    // SAFETY: the buffer is only read after cuDNN has written all `len` values into it.
-    unsafe { device.alloc::<f32>(len) }
 }
 
 fn workspace(device: &CudaDevice, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
@@ -172,16 +177,23 @@ pub(super) fn forward(
     let plan = plan(&device, g)?;
     let (x, w) = (view(OP, "x", xs, xl)?, view(OP, "w", ws, wl)?);
     let mut y = output(&device, g.batch * g.output_len())?;
-    let pass = ConvForward {
-        conv: &plan.conv,
-        x: &plan.x,
-        w: &plan.w,
-        y: &plan.y,
+    let (algorithm, mut scratch) = (
+        plan.forward.algorithm,
+        workspace(&device, plan.forward.workspace)?,
+    );
+    // SAFETY: the descriptors were built from `g`, the shapes the inputs were checked against
+    // (the forward's geometry comes from their layouts, the gradients' ops check theirs before
+    // running) and the outputs are allocated from.
+    unsafe {
+        plan.descriptors.forward().launch(
+            algorithm,
+            scratch.as_mut(),
+            (1.0, 0.0),
+            &x,
+            &w,
+            &mut y,
+        )?
     };
-    let mut scratch = workspace(&device, pass.get_workspace_size(plan.forward)?)?;
-    // SAFETY: the descriptors were built from `g`, whose shapes the views and `y` were checked
-    // against or allocated from.
-    unsafe { pass.launch(plan.forward, scratch.as_mut(), (1.0, 0.0), &x, &w, &mut y)? };
     let shape = Shape::from(g.output_shape().to_vec());
     Ok((CudaStorage::wrap_cuda_slice(y, device), shape))
 }
@@ -193,23 +205,18 @@ pub(super) fn input_grad(
     (dys, dyl): (&CudaStorage, &Layout),
 ) -> Result<(CudaStorage, Shape)> {
     const OP: &str = "cudnn conv2d backward data";
-    check_dims(OP, "w", wl, &g.weight_shape())?;
-    check_dims(OP, "dy", dyl, &g.output_shape())?;
     let device = ws.device().clone();
     let plan = plan(&device, g)?;
     let (w, dy) = (view(OP, "w", ws, wl)?, view(OP, "dy", dys, dyl)?);
     let mut dx = output(&device, g.batch * g.image_len())?;
-    let pass = ConvBackwardData {
-        conv: &plan.conv,
-        dx: &plan.x,
-        w: &plan.w,
-        dy: &plan.y,
-    };
-    let mut scratch = workspace(&device, pass.get_workspace_size(plan.backward_data)?)?;
+    let (algorithm, mut scratch) = (
+        plan.backward_data.algorithm,
+        workspace(&device, plan.backward_data.workspace)?,
+    );
     // SAFETY: as in `forward`.
     unsafe {
-        pass.launch(
-            plan.backward_data,
+        plan.descriptors.backward_data().launch(
+            algorithm,
             scratch.as_mut(),
             (1.0, 0.0),
             &mut dx,
@@ -228,23 +235,18 @@ pub(super) fn weight_grad(
     (dys, dyl): (&CudaStorage, &Layout),
 ) -> Result<(CudaStorage, Shape)> {
     const OP: &str = "cudnn conv2d backward filter";
-    check_dims(OP, "x", xl, &g.input_shape())?;
-    check_dims(OP, "dy", dyl, &g.output_shape())?;
     let device = xs.device().clone();
     let plan = plan(&device, g)?;
     let (x, dy) = (view(OP, "x", xs, xl)?, view(OP, "dy", dys, dyl)?);
     let mut dw = output(&device, g.c_out * g.patch_len())?;
-    let pass = ConvBackwardFilter {
-        conv: &plan.conv,
-        x: &plan.x,
-        dw: &plan.w,
-        dy: &plan.y,
-    };
-    let mut scratch = workspace(&device, pass.get_workspace_size(plan.backward_filter)?)?;
+    let (algorithm, mut scratch) = (
+        plan.backward_filter.algorithm,
+        workspace(&device, plan.backward_filter.workspace)?,
+    );
     // SAFETY: as in `forward`.
     unsafe {
-        pass.launch(
-            plan.backward_filter,
+        plan.descriptors.backward_filter().launch(
+            algorithm,
             scratch.as_mut(),
             (1.0, 0.0),
             &x,

@@ -21,12 +21,14 @@ use candle_core::cuda_backend::cudarc::cudnn::sys::{
 };
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
-use candle_core::op::BackpropOp;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail,
 };
 
 use super::channel_layout;
+use crate::cuda::{c_ints, output, tensor, view};
+
+const OP: &str = "cudnn batch norm";
 
 const MODE: cudnnBatchNormMode_t = cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 
@@ -67,13 +69,7 @@ struct Descriptor(cudnnTensorDescriptor_t);
 
 impl Descriptor {
     fn new(dims: [usize; 4]) -> Result<Self> {
-        let mut ints = [0; 4];
-        for (i, &d) in ints.iter_mut().zip(&dims) {
-            *i = match i32::try_from(d) {
-                Ok(d) => d,
-                Err(_) => bail!("cudnn batch norm: dimension {d} of {dims:?} does not fit a C int"),
-            };
-        }
+        let ints = c_ints(OP, dims)?;
         let descriptor = Self(result::create_tensor_descriptor()?);
         // SAFETY: the descriptor was just created and is freed only on drop.
         unsafe {
@@ -108,18 +104,13 @@ fn descriptors(dims: &[usize]) -> Result<(Descriptor, Descriptor)> {
 fn cuda_storage<'a>(what: &str, storage: &'a Storage) -> Result<&'a CudaStorage> {
     match storage {
         Storage::Cuda(s) => Ok(s),
-        _ => bail!("cudnn batch norm: {what} must be on a CUDA device"),
+        _ => bail!("{OP}: {what} must be on a CUDA device"),
     }
 }
 
-fn contiguous(what: &str, layout: &Layout) -> Result<usize> {
-    if !layout.is_contiguous() {
-        bail!(
-            "cudnn batch norm: {what} must be contiguous, got strides {:?}",
-            layout.stride()
-        );
-    }
-    Ok(layout.start_offset())
+/// cuDNN's scaling factors are passed by pointer.
+fn scalar(value: &f32) -> *const c_void {
+    value as *const f32 as *const c_void
 }
 
 /// What the forward call leaves for the backward and for the caller.
@@ -136,7 +127,7 @@ struct Moments {
 
 struct CudnnBatchNormOp {
     eps: f64,
-    saved: Arc<OnceLock<Saved>>,
+    saved: OnceLock<Saved>,
     moments: Arc<Mutex<Option<Moments>>>,
 }
 
@@ -169,55 +160,51 @@ impl CustomOp3 for CudnnBatchNormOp {
         let (_, c, _) = channel_layout(xl.dims())?;
         if gl.shape().elem_count() != c || bl.shape().elem_count() != c {
             bail!(
-                "cudnn batch norm: {c} channels but {} scales and {} shifts",
+                "{OP}: {c} channels but {} scales and {} shifts",
                 gl.shape().elem_count(),
                 bl.shape().elem_count()
             );
         }
-        let (x_at, g_at, b_at) = (
-            contiguous("x", xl)?,
-            contiguous("gamma", gl)?,
-            contiguous("beta", bl)?,
+        let (x, gamma, beta) = (
+            view(OP, "x", xs, xl)?,
+            view(OP, "gamma", gs, gl)?,
+            view(OP, "beta", bs, bl)?,
         );
         let device = xs.device().clone();
         let stream = device.cuda_stream();
         let handle = handle(&device)?;
         let (x_desc, c_desc) = descriptors(xl.dims())?;
         let len = xl.shape().elem_count();
-        // SAFETY: cuDNN writes every value of `y` and of the saved statistics.
-        let mut y = unsafe { device.alloc::<f32>(len)? };
-        let (mut save_mean, mut save_inv_std) =
-            unsafe { (device.alloc::<f32>(c)?, device.alloc::<f32>(c)?) };
+        let mut y = output(&device, len)?;
+        let (mut save_mean, mut save_inv_std) = (output(&device, c)?, output(&device, c)?);
         // With an averaging factor of 1 the "running" outputs are this batch's mean and unbiased
         // variance; they are read as well as written, so they start at zero.
         let mut mean = device.alloc_zeros::<f32>(c)?;
         let mut var = device.alloc_zeros::<f32>(c)?;
         {
-            let (x, _x) = xs.as_cuda_slice::<f32>()?.device_ptr(&stream);
-            let (g, _g) = gs.as_cuda_slice::<f32>()?.device_ptr(&stream);
-            let (b, _b) = bs.as_cuda_slice::<f32>()?.device_ptr(&stream);
+            let (x, _x) = x.device_ptr(&stream);
+            let (g, _g) = gamma.device_ptr(&stream);
+            let (b, _b) = beta.device_ptr(&stream);
             let (y, _y) = y.device_ptr_mut(&stream);
             let (m, _m) = mean.device_ptr_mut(&stream);
             let (v, _v) = var.device_ptr_mut(&stream);
             let (sm, _sm) = save_mean.device_ptr_mut(&stream);
             let (si, _si) = save_inv_std.device_ptr_mut(&stream);
-            let (one, zero) = (1f32, 0f32);
-            let at = |ptr: u64, offset: usize| (ptr + 4 * offset as u64) as *const c_void;
-            // SAFETY: every pointer addresses a live f32 buffer of the size its descriptor gives
-            // (the inputs from their layouts' offsets), all on the handle's stream.
+            // SAFETY: every pointer addresses a live f32 buffer of the size its descriptor gives,
+            // all on the handle's stream.
             unsafe {
                 sys::cudnnBatchNormalizationForwardTraining(
                     handle.0,
                     MODE,
-                    &one as *const f32 as *const c_void,
-                    &zero as *const f32 as *const c_void,
+                    scalar(&1.0),
+                    scalar(&0.0),
                     x_desc.0,
-                    at(x, x_at),
+                    x as *const c_void,
                     x_desc.0,
                     y as *mut c_void,
                     c_desc.0,
-                    at(g, g_at),
-                    at(b, b_at),
+                    g as *const c_void,
+                    b as *const c_void,
                     1.0,
                     m as *mut c_void,
                     v as *mut c_void,
@@ -233,7 +220,7 @@ impl CustomOp3 for CudnnBatchNormOp {
             inv_std: save_inv_std,
         };
         if self.saved.set(saved).is_err() {
-            bail!("cudnn batch norm: an op instance runs forward once");
+            bail!("{OP}: an op instance runs forward once");
         }
         *self.moments.lock().expect("unpoisoned") = Some(Moments { mean, var });
         Ok((CudaStorage::wrap_cuda_slice(y, device), xl.shape().clone()))
@@ -248,7 +235,7 @@ impl CustomOp3 for CudnnBatchNormOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else {
-            bail!("cudnn batch norm: backward before forward");
+            bail!("{OP}: backward before forward");
         };
         let (_, c, _) = channel_layout(x.dims())?;
         let dy = dy.contiguous()?;
@@ -260,38 +247,30 @@ impl CustomOp3 for CudnnBatchNormOp {
             cuda_storage("gamma", &gs)?,
             cuda_storage("dy", &dys)?,
         );
-        let (x_at, g_at, dy_at) = (
-            contiguous("x", xl)?,
-            contiguous("gamma", gl)?,
-            contiguous("dy", dyl)?,
+        let (xv, gv, dyv) = (
+            view(OP, "x", xs, xl)?,
+            view(OP, "gamma", gs, gl)?,
+            view(OP, "dy", dys, dyl)?,
         );
         let device = xs.device().clone();
         let stream = device.cuda_stream();
         let handle = handle(&device)?;
         let (x_desc, c_desc) = descriptors(x.dims())?;
-        // SAFETY: cuDNN writes every value of the three results.
-        let (mut dx, mut dgamma, mut dbeta) = unsafe {
-            (
-                device.alloc::<f32>(x.elem_count())?,
-                device.alloc::<f32>(c)?,
-                device.alloc::<f32>(c)?,
-            )
-        };
+        let (mut dx, mut dgamma, mut dbeta) = (
+            output(&device, x.elem_count())?,
+            output(&device, c)?,
+            output(&device, c)?,
+        );
         {
-            let (xp, _x) = xs.as_cuda_slice::<f32>()?.device_ptr(&stream);
-            let (gp, _g) = gs.as_cuda_slice::<f32>()?.device_ptr(&stream);
-            let (dyp, _dy) = dys.as_cuda_slice::<f32>()?.device_ptr(&stream);
+            let (xp, _x) = xv.device_ptr(&stream);
+            let (gp, _g) = gv.device_ptr(&stream);
+            let (dyp, _dy) = dyv.device_ptr(&stream);
             let (dxp, _dx) = dx.device_ptr_mut(&stream);
             let (dgp, _dg) = dgamma.device_ptr_mut(&stream);
             let (dbp, _db) = dbeta.device_ptr_mut(&stream);
             let (mp, _m) = saved.mean.device_ptr(&stream);
             let (ip, _i) = saved.inv_std.device_ptr(&stream);
-            let (one, zero) = (1f32, 0f32);
-            let (one, zero) = (
-                &one as *const f32 as *const c_void,
-                &zero as *const f32 as *const c_void,
-            );
-            let at = |ptr: u64, offset: usize| (ptr + 4 * offset as u64) as *const c_void;
+            let (one, zero) = (scalar(&1.0), scalar(&0.0));
             // SAFETY: as in the forward; the saved statistics come from this op's forward call.
             unsafe {
                 sys::cudnnBatchNormalizationBackward(
@@ -302,13 +281,13 @@ impl CustomOp3 for CudnnBatchNormOp {
                     one,
                     zero,
                     x_desc.0,
-                    at(xp, x_at),
+                    xp as *const c_void,
                     x_desc.0,
-                    at(dyp, dy_at),
+                    dyp as *const c_void,
                     x_desc.0,
                     dxp as *mut c_void,
                     c_desc.0,
-                    at(gp, g_at),
+                    gp as *const c_void,
                     dgp as *mut c_void,
                     dbp as *mut c_void,
                     self.eps,
@@ -318,13 +297,11 @@ impl CustomOp3 for CudnnBatchNormOp {
                 .result()?
             };
         }
-        let tensor = |slice: CudaSlice<f32>, shape: &[usize]| {
-            let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, device.clone()));
-            Tensor::from_storage(storage, shape, BackpropOp::none(), false)
-        };
-        let dx = x.track_op().then(|| tensor(dx, x.dims()));
-        let dgamma = gamma.track_op().then(|| tensor(dgamma, gamma.dims()));
-        let dbeta = beta.track_op().then(|| tensor(dbeta, beta.dims()));
+        let dx = x.track_op().then(|| tensor(dx, &device, x.dims()));
+        let dgamma = gamma
+            .track_op()
+            .then(|| tensor(dgamma, &device, gamma.dims()));
+        let dbeta = beta.track_op().then(|| tensor(dbeta, &device, beta.dims()));
         Ok((dx, dgamma, dbeta))
     }
 }
@@ -338,7 +315,7 @@ pub(crate) fn batch_norm_train(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let candle_core::Device::Cuda(device) = x.device() else {
         bail!(
-            "cudnn batch norm: x must be on a CUDA device, got {:?}",
+            "{OP}: x must be on a CUDA device, got {:?}",
             x.device().location()
         );
     };
@@ -346,19 +323,15 @@ pub(crate) fn batch_norm_train(
     let moments = Arc::new(Mutex::new(None));
     let op = CudnnBatchNormOp {
         eps,
-        saved: Arc::new(OnceLock::new()),
+        saved: OnceLock::new(),
         moments: moments.clone(),
     };
     let y = x
         .contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let Some(Moments { mean, var }) = moments.lock().expect("unpoisoned").take() else {
-        bail!("cudnn batch norm: the forward left no statistics");
+        bail!("{OP}: the forward left no statistics");
     };
     let c = mean.len();
-    let tensor = |slice: CudaSlice<f32>| {
-        let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, device.clone()));
-        Tensor::from_storage(storage, c, BackpropOp::none(), false)
-    };
-    Ok((y, tensor(mean), tensor(var)))
+    Ok((y, tensor(mean, &device, c), tensor(var, &device, c)))
 }

@@ -267,65 +267,45 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         flops,
     });
 
-    if args.kernels == Kernels::Fast && !dev.is_cpu() {
-        // Each pass alone on device tensors, outside autograd.
+    if args.kernels == Kernels::Fast {
+        // Each pass alone, outside candle's autograd: the rows above include the reduction, the
+        // broadcast and the zero-tensor accumulation around the op, these do not. On the CPU the
+        // passes run on plain slices, on a GPU on device tensors.
         let dy = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?;
-        let ms = median_seconds(&dev, r, || {
-            kernels::conv2d(&x, &w, args.kernel / 2, args.stride).map(drop)
-        })?;
-        rows.push(OpRow {
-            op: "conv forward, pass alone",
-            ms,
-            flops,
-        });
-        let ms = median_seconds(&dev, r, || {
-            kernels::conv2d_input_grad(&w, &dy, &geometry).map(drop)
-        })?;
-        rows.push(OpRow {
-            op: "conv input gradient, pass alone",
-            ms,
-            flops,
-        });
-        let ms = median_seconds(&dev, r, || {
-            kernels::conv2d_weight_grad(&x, &dy, &geometry).map(drop)
-        })?;
-        rows.push(OpRow {
-            op: "conv weight gradient, pass alone",
-            ms,
-            flops,
-        });
-    } else if args.kernels == Kernels::Fast {
-        // Each pass alone on plain slices: the rows above include candle's autograd around the op
-        // (a reduction, a broadcast and a zero-tensor accumulation), these do not.
-        let passes = kernels::ConvPasses {
-            geometry,
-            algorithm: kernels::ConvAlgorithm::Auto,
+        let passes_ms = if dev.is_cpu() {
+            let passes = kernels::ConvPasses {
+                geometry,
+                algorithm: kernels::ConvAlgorithm::Auto,
+            };
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let (xs, ws, dys) = (flat(&x)?, flat(&w)?, flat(&dy)?);
+            [
+                median_seconds(&dev, r, || passes.forward(&xs, &ws).map(drop))?,
+                median_seconds(&dev, r, || passes.input_grad(&ws, &dys).map(drop))?,
+                median_seconds(&dev, r, || passes.weight_grad(&xs, &dys).map(drop))?,
+            ]
+        } else {
+            let padding = args.kernel / 2;
+            [
+                median_seconds(&dev, r, || {
+                    kernels::conv2d(&x, &w, padding, args.stride).map(drop)
+                })?,
+                median_seconds(&dev, r, || {
+                    kernels::conv2d_input_grad(&w, &dy, &geometry).map(drop)
+                })?,
+                median_seconds(&dev, r, || {
+                    kernels::conv2d_weight_grad(&x, &dy, &geometry).map(drop)
+                })?,
+            ]
         };
-        let (xs, ws) = (
-            x.flatten_all()?.to_vec1::<f32>()?,
-            w.flatten_all()?.to_vec1::<f32>()?,
-        );
-        let dys = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let ms = median_seconds(&dev, r, || passes.forward(&xs, &ws).map(drop))?;
-        rows.push(OpRow {
-            op: "conv forward, pass alone",
-            ms,
-            flops,
-        });
-        let ms = median_seconds(&dev, r, || passes.input_grad(&ws, &dys).map(drop))?;
-        rows.push(OpRow {
-            op: "conv input gradient, pass alone",
-            ms,
-            flops,
-        });
-        let ms = median_seconds(&dev, r, || passes.weight_grad(&xs, &dys).map(drop))?;
-        rows.push(OpRow {
-            op: "conv weight gradient, pass alone",
-            ms,
-            flops,
-        });
+        let names = [
+            "conv forward, pass alone",
+            "conv input gradient, pass alone",
+            "conv weight gradient, pass alone",
+        ];
+        for (op, ms) in names.into_iter().zip(passes_ms) {
+            rows.push(OpRow { op, ms, flops });
+        }
     }
 
     let vars = VarMap::new();
