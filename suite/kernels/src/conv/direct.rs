@@ -15,7 +15,7 @@
 //! `b, b + s, ...`: tap `(ky, kx)` then reads one phase plane at a fixed shift of the output
 //! position, which is the same-conv walk with other offsets and masks. The split copies each image
 //! into a buffer that stays in cache just before the kernels read it (for stride 2 with AVX-512,
-//! 32 values at a time by two permutes); the input gradient is one forward pass over `dy` per
+//! 32 values at a time by two permutes; with AVX2, 16 by two shuffles and two permutes); the input gradient is one forward pass over `dy` per
 //! phase, with that phase's taps mirrored, each image's phases interleaved back into its planes
 //! while they are still in cache.
 //!
@@ -264,6 +264,11 @@ impl Split {
             2 if simd() == Some(Simd::Avx512) => unsafe {
                 kernels::split_plane_2_avx512(src, self.width, phases)
             },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, with AVX2 detected.
+            2 if simd() == Some(Simd::Avx2) => unsafe {
+                kernels::split_plane_2_avx2(src, self.width, phases)
+            },
             // Stride 2, the nets' only one, as a constant: its loops then vectorise.
             2 => split_plane(2, src, self.width, phases),
             s => split_plane(s, src, self.width, phases),
@@ -329,8 +334,8 @@ fn merge_plane(
     }
 }
 
-/// [`merge_plane`] on the fastest path there is: AVX-512 permutes for stride 2 with every phase
-/// read by some tap (every 3x3 conv with padding 1), else the generic loops, stride 2 as a
+/// [`merge_plane`] on the fastest path there is: AVX-512 or AVX2 permutes for stride 2 with every
+/// phase read by some tap (every 3x3 conv with padding 1), else the generic loops, stride 2 as a
 /// constant so they vectorise.
 fn merge_phase_planes(
     simd: Simd,
@@ -347,6 +352,11 @@ fn merge_phase_planes(
             // SAFETY: AVX-512 was detected; `dst` is a plane of whole rows whose size is a
             // multiple of 2 both ways (`is_phase_split`), each phase a quarter plane from `at`.
             unsafe { kernels::merge_plane_2_avx512([p0, p1, p2, p3], at, w, dst) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (2, [Some(p0), Some(p1), Some(p2), Some(p3)]) if simd == Simd::Avx2 => {
+            // SAFETY: as above, with AVX2 detected.
+            unsafe { kernels::merge_plane_2_avx2([p0, p1, p2, p3], at, w, dst) }
         }
         (2, _) => merge_plane(2, phases, at, w, dst),
         _ => merge_plane(s, phases, at, w, dst),
@@ -812,6 +822,47 @@ mod kernels {
         }
     }
 
+    /// A stride-2 split's rows: each row of `src` (`w` wide) with the starts of the two phase rows
+    /// its even and odd columns go to. Checks the shapes the vector splits' callers promise.
+    fn split_rows_2<'a>(
+        src: &'a [f32],
+        w: usize,
+        phases: &'a mut [std::mem::MaybeUninit<f32>],
+    ) -> impl Iterator<Item = (*const f32, *mut f32, *mut f32)> + 'a {
+        assert!(
+            w.is_multiple_of(2) && src.len().is_multiple_of(2 * w) && phases.len() == src.len()
+        );
+        let (ow, plane) = (w / 2, src.len() / 4);
+        let dst = phases.as_mut_ptr().cast::<f32>();
+        src.chunks_exact(w).enumerate().map(move |(iy, row)| {
+            let (oy, a) = (iy / 2, iy % 2);
+            let at = |phase: usize| dst.wrapping_add(phase * plane + oy * ow);
+            (row.as_ptr(), at(2 * a), at(2 * a + 1))
+        })
+    }
+
+    /// A stride-2 merge's rows: the starts of the two phase rows (at `at` in their phase planes)
+    /// that interleave into each row of `dst` (`w` wide), and that row's start. Checks the shapes
+    /// the vector merges' callers promise.
+    fn merge_rows_2<'a>(
+        phases: [&'a [f32]; 4],
+        at: usize,
+        w: usize,
+        dst: &'a mut [std::mem::MaybeUninit<f32>],
+    ) -> impl Iterator<Item = (*const f32, *const f32, *mut f32)> + 'a {
+        assert!(w.is_multiple_of(2) && dst.len().is_multiple_of(2 * w));
+        let ow = w / 2;
+        dst.chunks_exact_mut(w).enumerate().map(move |(iy, row)| {
+            let (oy, a) = (iy / 2, iy % 2);
+            let phase_row = |phase: usize| phases[phase][at + oy * ow..][..ow].as_ptr();
+            (
+                phase_row(2 * a),
+                phase_row(2 * a + 1),
+                row.as_mut_ptr().cast(),
+            )
+        })
+    }
+
     /// [`super::split_plane`] for stride 2: each row's values 32 at a time, split into even and
     /// odd columns by two permutes and stored to the row's two phase planes.
     ///
@@ -824,20 +875,11 @@ mod kernels {
         w: usize,
         phases: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        assert!(
-            w.is_multiple_of(2) && src.len().is_multiple_of(2 * w) && phases.len() == src.len()
-        );
-        let (ow, plane) = (w / 2, src.len() / 4);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         let even_odd = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-        let dst = phases.as_mut_ptr().cast::<f32>();
-        for (iy, row) in src.chunks_exact(w).enumerate() {
-            let (oy, a) = (iy / 2, iy % 2);
-            let r = row.as_ptr();
+        for (r, d0, d1) in split_rows_2(src, w, phases) {
             unsafe {
-                let d0 = dst.add(2 * a * plane + oy * ow);
-                let d1 = dst.add((2 * a + 1) * plane + oy * ow);
                 // Whole steps of 32 without masks: masked stores are slow on some CPUs (Zen 4).
                 let whole = w - w % 32;
                 for k in (0..whole).step_by(32) {
@@ -884,16 +926,11 @@ mod kernels {
         w: usize,
         dst: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        assert!(w.is_multiple_of(2) && dst.len().is_multiple_of(2 * w));
         let ow = w / 2;
         let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
         let interleave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-        for (iy, row) in dst.chunks_exact_mut(w).enumerate() {
-            let (oy, a) = (iy / 2, iy % 2);
-            let p0 = phases[2 * a][at + oy * ow..][..ow].as_ptr();
-            let p1 = phases[2 * a + 1][at + oy * ow..][..ow].as_ptr();
-            let r = row.as_mut_ptr().cast::<f32>();
+        for (p0, p1, r) in merge_rows_2(phases, at, w, dst) {
             let whole = ow - ow % 16;
             for k in (0..whole).step_by(16) {
                 unsafe {
@@ -930,6 +967,76 @@ mod kernels {
                         low_lanes((2 * n).saturating_sub(16)),
                         _mm512_permutex2var_ps(e, hi, o),
                     );
+                }
+            }
+        }
+    }
+
+    /// [`super::split_plane`] for stride 2 with AVX2: each row's values 16 at a time, split into
+    /// even and odd columns by a shuffle within 128-bit halves and a permute across them; the
+    /// last `w % 16` one by one.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `src` must hold whole rows `w` wide, an even number of them,
+    /// `w` even, and `phases` as many values as `src`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn split_plane_2_avx2(
+        src: &[f32],
+        w: usize,
+        phases: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let whole = w - w % 16;
+        for (r, d0, d1) in split_rows_2(src, w, phases) {
+            unsafe {
+                for k in (0..whole).step_by(16) {
+                    let (lo, hi) = (_mm256_loadu_ps(r.add(k)), _mm256_loadu_ps(r.add(k + 8)));
+                    // Per half: lo's two evens (odds), then hi's; the permute puts halves in order.
+                    let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+                    let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+                    let order = |v| {
+                        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                            v,
+                        )))
+                    };
+                    _mm256_storeu_ps(d0.add(k / 2), order(even));
+                    _mm256_storeu_ps(d1.add(k / 2), order(odd));
+                }
+                for k in (whole..w).step_by(2) {
+                    *d0.add(k / 2) = *r.add(k);
+                    *d1.add(k / 2) = *r.add(k + 1);
+                }
+            }
+        }
+    }
+
+    /// [`super::merge_plane`] for stride 2 with all four phases present, with AVX2: each row's
+    /// two phase rows (at `at` in their phase planes) interleaved 8 + 8 values at a time by an
+    /// unpack within 128-bit halves and a permute across them; the last `w / 2 % 8` one by one.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `dst` must hold whole rows `w` wide, an even number of them,
+    /// `w` even, and each phase the `dst.len() / 4` values from `at`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn merge_plane_2_avx2(
+        phases: [&[f32]; 4],
+        at: usize,
+        w: usize,
+        dst: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let ow = w / 2;
+        let whole = ow - ow % 8;
+        for (p0, p1, r) in merge_rows_2(phases, at, w, dst) {
+            unsafe {
+                for k in (0..whole).step_by(8) {
+                    let (e, o) = (_mm256_loadu_ps(p0.add(k)), _mm256_loadu_ps(p1.add(k)));
+                    // Values 0, 1, 4, 5 and 2, 3, 6, 7 of each, paired; the permutes reorder them.
+                    let (lo, hi) = (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o));
+                    _mm256_storeu_ps(r.add(2 * k), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                    _mm256_storeu_ps(r.add(2 * k + 8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                }
+                for k in whole..ow {
+                    *r.add(2 * k) = *p0.add(k);
+                    *r.add(2 * k + 1) = *p1.add(k);
                 }
             }
         }
@@ -1466,6 +1573,68 @@ mod tests {
             padding,
         )
         .unwrap()
+    }
+
+    /// Stride-2 splits and merges of planes `w` wide and `h` high, each vector path the CPU has
+    /// against the generic loops: widths below one vector step, whole steps and remainders.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_splits_and_merges_match_the_generic_loops() {
+        use std::arch::is_x86_feature_detected;
+        use std::mem::MaybeUninit;
+        let init = |v: Vec<MaybeUninit<f32>>| -> Vec<f32> {
+            // SAFETY: every caller below has written each value.
+            v.into_iter().map(|v| unsafe { v.assume_init() }).collect()
+        };
+        let (avx2, avx512) = (
+            is_x86_feature_detected!("avx2"),
+            is_x86_feature_detected!("avx512f"),
+        );
+        for (h, w) in [(2, 2), (4, 6), (2, 16), (6, 32), (2, 34), (4, 48), (2, 70)] {
+            let src: Vec<f32> = (0..h * w).map(|v| v as f32).collect();
+            let mut expected = vec![MaybeUninit::uninit(); src.len()];
+            split_plane(2, &src, w, &mut expected);
+            let expected = init(expected);
+            let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
+            if avx2 {
+                let mut out = vec![MaybeUninit::uninit(); src.len()];
+                unsafe { kernels::split_plane_2_avx2(&src, w, &mut out) };
+                paths.push(("avx2", init(out)));
+            }
+            if avx512 {
+                let mut out = vec![MaybeUninit::uninit(); src.len()];
+                unsafe { kernels::split_plane_2_avx512(&src, w, &mut out) };
+                paths.push(("avx512", init(out)));
+            }
+            for (isa, out) in &paths {
+                assert_eq!(out, &expected, "{isa} split of {h}x{w}");
+            }
+
+            // Each phase sits at `at` inside a longer buffer, as one channel of a phase's output.
+            let (quarter, at) = (h * w / 4, 5);
+            let phases: Vec<Vec<f32>> = (0..4)
+                .map(|p| {
+                    let mut v = vec![-1.0; at + quarter + 3];
+                    v[at..at + quarter].copy_from_slice(&expected[p * quarter..][..quarter]);
+                    v
+                })
+                .collect();
+            let present: Vec<Option<Vec<f32>>> = phases.iter().cloned().map(Some).collect();
+            let mut generic = vec![MaybeUninit::uninit(); src.len()];
+            merge_plane(2, &present, at, w, &mut generic);
+            assert_eq!(init(generic), src, "generic merge of {h}x{w}");
+            let refs = [&phases[0][..], &phases[1], &phases[2], &phases[3]];
+            if avx2 {
+                let mut out = vec![MaybeUninit::uninit(); src.len()];
+                unsafe { kernels::merge_plane_2_avx2(refs, at, w, &mut out) };
+                assert_eq!(init(out), src, "avx2 merge of {h}x{w}");
+            }
+            if avx512 {
+                let mut out = vec![MaybeUninit::uninit(); src.len()];
+                unsafe { kernels::merge_plane_2_avx512(refs, at, w, &mut out) };
+                assert_eq!(init(out), src, "avx512 merge of {h}x{w}");
+            }
+        }
     }
 
     #[test]
