@@ -15,9 +15,9 @@
 //! `b, b + s, ...`: tap `(ky, kx)` then reads one phase plane at a fixed shift of the output
 //! position, which is the same-conv walk with other offsets and masks. The split copies each image
 //! into a buffer that stays in cache just before the kernels read it (for stride 2 with AVX-512,
-//! 32 values at a time by two permutes; with AVX2, 16 by two shuffles and two permutes); the input gradient is one forward pass over `dy` per
-//! phase, with that phase's taps mirrored, each image's phases interleaved back into its planes
-//! while they are still in cache.
+//! 32 values at a time by two permutes; with AVX2, 16 by two shuffles and two permutes); the
+//! input gradient is one forward pass over `dy` per phase, with that phase's taps mirrored, each
+//! image's phases interleaved back into its planes while they are still in cache.
 //!
 //! - Forward: a tile of (output channels x vectors of positions) stays in registers while the
 //!   kernel streams over taps and input channels; a same conv's input gradient is the same pass
@@ -1586,29 +1586,28 @@ mod tests {
             // SAFETY: every caller below has written each value.
             v.into_iter().map(|v| unsafe { v.assume_init() }).collect()
         };
-        let (avx2, avx512) = (
-            is_x86_feature_detected!("avx2"),
-            is_x86_feature_detected!("avx512f"),
-        );
+        type SplitFn = unsafe fn(&[f32], usize, &mut [MaybeUninit<f32>]);
+        type MergeFn = unsafe fn([&[f32]; 4], usize, usize, &mut [MaybeUninit<f32>]);
+        let mut paths: Vec<(&str, SplitFn, MergeFn)> = Vec::new();
+        if is_x86_feature_detected!("avx2") {
+            paths.push((
+                "avx2",
+                kernels::split_plane_2_avx2,
+                kernels::merge_plane_2_avx2,
+            ));
+        }
+        if is_x86_feature_detected!("avx512f") {
+            paths.push((
+                "avx512",
+                kernels::split_plane_2_avx512,
+                kernels::merge_plane_2_avx512,
+            ));
+        }
         for (h, w) in [(2, 2), (4, 6), (2, 16), (6, 32), (2, 34), (4, 48), (2, 70)] {
             let src: Vec<f32> = (0..h * w).map(|v| v as f32).collect();
             let mut expected = vec![MaybeUninit::uninit(); src.len()];
             split_plane(2, &src, w, &mut expected);
             let expected = init(expected);
-            let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
-            if avx2 {
-                let mut out = vec![MaybeUninit::uninit(); src.len()];
-                unsafe { kernels::split_plane_2_avx2(&src, w, &mut out) };
-                paths.push(("avx2", init(out)));
-            }
-            if avx512 {
-                let mut out = vec![MaybeUninit::uninit(); src.len()];
-                unsafe { kernels::split_plane_2_avx512(&src, w, &mut out) };
-                paths.push(("avx512", init(out)));
-            }
-            for (isa, out) in &paths {
-                assert_eq!(out, &expected, "{isa} split of {h}x{w}");
-            }
 
             // Each phase sits at `at` inside a longer buffer, as one channel of a phase's output.
             let (quarter, at) = (h * w / 4, 5);
@@ -1623,16 +1622,16 @@ mod tests {
             let mut generic = vec![MaybeUninit::uninit(); src.len()];
             merge_plane(2, &present, at, w, &mut generic);
             assert_eq!(init(generic), src, "generic merge of {h}x{w}");
+
             let refs = [&phases[0][..], &phases[1], &phases[2], &phases[3]];
-            if avx2 {
+            for &(isa, split, merge) in &paths {
                 let mut out = vec![MaybeUninit::uninit(); src.len()];
-                unsafe { kernels::merge_plane_2_avx2(refs, at, w, &mut out) };
-                assert_eq!(init(out), src, "avx2 merge of {h}x{w}");
-            }
-            if avx512 {
+                // SAFETY: the CPU has `isa`; the shapes are those the functions ask for.
+                unsafe { split(&src, w, &mut out) };
+                assert_eq!(init(out), expected, "{isa} split of {h}x{w}");
                 let mut out = vec![MaybeUninit::uninit(); src.len()];
-                unsafe { kernels::merge_plane_2_avx512(refs, at, w, &mut out) };
-                assert_eq!(init(out), src, "avx512 merge of {h}x{w}");
+                unsafe { merge(refs, at, w, &mut out) };
+                assert_eq!(init(out), src, "{isa} merge of {h}x{w}");
             }
         }
     }
