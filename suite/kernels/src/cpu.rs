@@ -63,13 +63,75 @@ pub(crate) unsafe fn assume_init(values: &[MaybeUninit<f32>]) -> &[f32] {
     unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
 }
 
+/// The f32 values in one 64-byte cache line.
+const LINE: usize = 64 / std::mem::size_of::<f32>();
+
+/// A scratch buffer, reused from call to call, whose values start on a 64-byte cache line however
+/// the allocator placed it. glibc aligns large blocks to 16 bytes, and at that alignment nearly
+/// every AVX-512 load of a vector straddles two cache lines (and every other AVX2 load); the
+/// kernels' packed runs and phase planes are read many times over, so the split loads add up.
+#[derive(Debug, Default)]
+pub(crate) struct LineBuffer {
+    values: Vec<f32>,
+    start: usize,
+}
+
+impl LineBuffer {
+    /// Sets the buffer to `len` values produced by `fill`, which must write every element, and
+    /// returns them.
+    pub(crate) fn fill(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<f32>]),
+    ) -> &[f32] {
+        self.values.clear();
+        self.values.reserve(len + LINE);
+        self.start = self.values.as_ptr().align_offset(64).min(LINE);
+        let spare = self.values.spare_capacity_mut();
+        let (head, rest) = spare.split_at_mut(self.start);
+        head.iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
+        fill(&mut rest[..len]);
+        // SAFETY: the `start` values before the region were written above, and every caller's
+        // `fill` writes each of the `len` after them.
+        unsafe { self.values.set_len(self.start + len) };
+        &self.values[self.start..]
+    }
+
+    /// Sets the buffer to `len` zeros and returns them, for a destination rewritten in place.
+    pub(crate) fn zeroed(&mut self, len: usize) -> &mut [f32] {
+        self.fill(len, |v| {
+            v.iter_mut().for_each(|v| {
+                v.write(0.0);
+            })
+        });
+        &mut self.values[self.start..]
+    }
+
+    /// The values last set, from the first cache line's start.
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.values[self.start..]
+    }
+
+    /// The values last set, writable.
+    pub(crate) fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values[self.start..]
+    }
+}
+
+impl AsRef<[f32]> for LineBuffer {
+    fn as_ref(&self) -> &[f32] {
+        self.values()
+    }
+}
+
 /// Asks the CPU to bring `values` into its L2 cache ahead of use, one request per cache line.
 /// A hint: it changes no value, and does nothing on other architectures.
 fn prefetch_l2(values: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        const LINE: usize = 64 / std::mem::size_of::<f32>();
         for line in values.chunks(LINE) {
             // SAFETY: a prefetch of an address inside `values` cannot fault or change memory.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
@@ -92,7 +154,6 @@ impl<'a> Prefetch<'a> {
     /// The chunk after chunk `index` of `data` cut into chunks of `len` (the last may be short;
     /// past the end, nothing), spread over `steps` steps.
     pub(crate) fn next_chunk(data: &'a [f32], len: usize, index: usize, steps: usize) -> Self {
-        const LINE: usize = 64 / std::mem::size_of::<f32>();
         let start = ((index + 1) * len).min(data.len());
         let rest = &data[start..(start + len).min(data.len())];
         Self {
@@ -107,5 +168,48 @@ impl<'a> Prefetch<'a> {
         let (now, rest) = self.rest.split_at(self.per_step.min(self.rest.len()));
         prefetch_l2(now);
         self.rest = rest;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts_on_a_line(values: &[f32]) -> bool {
+        values.as_ptr().align_offset(64) == 0
+    }
+
+    #[test]
+    fn line_buffer_starts_on_a_cache_line_and_holds_what_was_filled() {
+        let mut buffer = LineBuffer::default();
+        // Growing, shrinking and regrowing: each call may reuse or move the allocation.
+        for len in [1, 17, 1000, 3, 4099, 0, 64] {
+            let filled = buffer.fill(len, |v| {
+                for (i, v) in v.iter_mut().enumerate() {
+                    v.write(i as f32 + 0.5);
+                }
+            });
+            assert_eq!(filled.len(), len);
+            assert!(len == 0 || starts_on_a_line(filled), "len {len}");
+            let expected: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
+            assert_eq!(buffer.values(), expected.as_slice(), "len {len}");
+            assert_eq!(buffer.as_ref(), expected.as_slice(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn line_buffer_zeroed_clears_earlier_values() {
+        let mut buffer = LineBuffer::default();
+        buffer.fill(300, |v| {
+            v.iter_mut().for_each(|v| {
+                v.write(7.0);
+            })
+        });
+        let zeros = buffer.zeroed(200);
+        assert!(starts_on_a_line(zeros));
+        assert!(zeros.iter().all(|&v| v == 0.0));
+        zeros[199] = 2.0;
+        assert_eq!(buffer.values().len(), 200);
+        assert_eq!(buffer.values_mut()[199], 2.0);
     }
 }

@@ -37,7 +37,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::{Conv2dGeometry, images_per_task};
-use crate::cpu;
+use crate::cpu::{self, LineBuffer};
 use crate::norm::{self, PlaneMoments};
 
 /// The vector instruction sets the kernels are compiled for.
@@ -275,17 +275,15 @@ impl Split {
         }
     }
 
-    /// The phase planes of every plane in `src`, in `dst` (cleared first).
-    fn planes(self, src: &[f32], plane: usize, dst: &mut Vec<f32>) {
-        dst.clear();
-        dst.reserve(src.len());
-        let phases = &mut dst.spare_capacity_mut()[..src.len()];
-        for (p, out) in src.chunks_exact(plane).zip(phases.chunks_exact_mut(plane)) {
-            self.write_plane(p, out);
-        }
-        // SAFETY: `write_plane` writes each of a plane's values once, to its phase position, and
-        // `src` is whole planes.
-        unsafe { dst.set_len(src.len()) };
+    /// The phase planes of every plane in `src`, written to `dst` and returned.
+    fn planes<'a>(self, src: &[f32], plane: usize, dst: &'a mut LineBuffer) -> &'a [f32] {
+        // `write_plane` writes each of a plane's values once, to its phase position, and `src`
+        // is whole planes.
+        dst.fill(src.len(), |phases| {
+            for (p, out) in src.chunks_exact(plane).zip(phases.chunks_exact_mut(plane)) {
+                self.write_plane(p, out);
+            }
+        })
     }
 }
 
@@ -310,7 +308,7 @@ fn split_plane(s: usize, src: &[f32], w: usize, phases: &mut [std::mem::MaybeUni
 #[inline(always)]
 fn merge_plane(
     s: usize,
-    phases: &[Option<Vec<f32>>],
+    phases: &[Option<impl AsRef<[f32]>>],
     at: usize,
     w: usize,
     dst: &mut [std::mem::MaybeUninit<f32>],
@@ -322,7 +320,7 @@ fn merge_plane(
             let groups = row.chunks_exact_mut(s);
             match &phases[a * s + b] {
                 Some(phase) => {
-                    for (group, &v) in groups.zip(&phase[at + oy * ow..][..ow]) {
+                    for (group, &v) in groups.zip(&phase.as_ref()[at + oy * ow..][..ow]) {
                         group[b].write(v);
                     }
                 }
@@ -340,7 +338,7 @@ fn merge_plane(
 fn merge_phase_planes(
     simd: Simd,
     s: usize,
-    phases: &[Option<Vec<f32>>],
+    phases: &[Option<impl AsRef<[f32]>>],
     at: usize,
     w: usize,
     dst: &mut [std::mem::MaybeUninit<f32>],
@@ -351,12 +349,18 @@ fn merge_phase_planes(
         (2, [Some(p0), Some(p1), Some(p2), Some(p3)]) if simd == Simd::Avx512 => {
             // SAFETY: AVX-512 was detected; `dst` is a plane of whole rows whose size is a
             // multiple of 2 both ways (`is_phase_split`), each phase a quarter plane from `at`.
-            unsafe { kernels::merge_plane_2_avx512([p0, p1, p2, p3], at, w, dst) }
+            unsafe {
+                let phases = [p0.as_ref(), p1.as_ref(), p2.as_ref(), p3.as_ref()];
+                kernels::merge_plane_2_avx512(phases, at, w, dst)
+            }
         }
         #[cfg(target_arch = "x86_64")]
         (2, [Some(p0), Some(p1), Some(p2), Some(p3)]) if simd == Simd::Avx2 => {
             // SAFETY: as above, with AVX2 detected.
-            unsafe { kernels::merge_plane_2_avx2([p0, p1, p2, p3], at, w, dst) }
+            unsafe {
+                let phases = [p0.as_ref(), p1.as_ref(), p2.as_ref(), p3.as_ref()];
+                kernels::merge_plane_2_avx2(phases, at, w, dst)
+            }
         }
         (2, _) => merge_plane(2, phases, at, w, dst),
         _ => merge_plane(s, phases, at, w, dst),
@@ -430,7 +434,7 @@ fn run_forward(
             .map(|(ys, xs)| {
                 let mut found =
                     Vec::with_capacity(if moments { ys.len() / layout.plane } else { 0 });
-                let mut phases = Vec::new();
+                let mut phases = LineBuffer::default();
                 let images = ys
                     .chunks_exact_mut(output_len)
                     .zip(xs.chunks_exact(image_len));
@@ -439,10 +443,7 @@ fn run_forward(
                     // being read from memory when its own pass (or split) starts.
                     let mut ahead = cpu::Prefetch::next_chunk(xs, image_len, i, steps);
                     let x = match split {
-                        Some(split) => {
-                            split.planes(x, layout.in_plane, &mut phases);
-                            &phases[..]
-                        }
+                        Some(split) => split.planes(x, layout.in_plane, &mut phases),
                         None => x,
                     };
                     // SAFETY: `simd` was detected on this CPU; `x` and `y` hold one image of
@@ -513,9 +514,15 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
         dx.par_chunks_mut(per_task * dx_len)
             .zip(dy.par_chunks(per_task * dy_len))
             .for_each(|(dxs, dys)| {
-                let mut phases: Vec<Option<Vec<f32>>> = passes
+                let mut phases: Vec<Option<LineBuffer>> = passes
                     .iter()
-                    .map(|pass| pass.as_ref().map(|_| vec![0.0; g.c_in * plane]))
+                    .map(|pass| {
+                        pass.as_ref().map(|_| {
+                            let mut phase = LineBuffer::default();
+                            phase.zeroed(g.c_in * plane);
+                            phase
+                        })
+                    })
                     .collect();
                 let images = dxs.chunks_exact_mut(dx_len).zip(dys.chunks_exact(dy_len));
                 for (i, (dx, dy)) in images.enumerate() {
@@ -533,7 +540,7 @@ pub(super) fn strided_input_grad(g: &Conv2dGeometry, w: &[f32], dy: &[f32]) -> V
                                     taps,
                                     dy,
                                     packed,
-                                    cpu::as_uninit(out),
+                                    cpu::as_uninit(out.values_mut()),
                                     &mut ahead,
                                 )
                             };
@@ -616,7 +623,7 @@ mod kernels {
     use std::arch::x86_64::*;
 
     use super::{Layout, MR, Simd, Split, Taps};
-    use crate::cpu::Prefetch;
+    use crate::cpu::{LineBuffer, Prefetch};
 
     /// The few vector operations the kernels use, for one instruction set.
     trait Vector {
@@ -1303,45 +1310,37 @@ mod kernels {
     /// read in place, a small map's planes sit a multiple of 4 KiB apart from image to image, all
     /// in the same few L1 sets, and the tile's nine passes would miss L1 on every image.
     ///
-    /// The packed values, returned, start on a 64-byte cache line, a few values into `packed`:
-    /// at glibc's 16-byte alignment every AVX-512 load of them straddles two lines (measured on an
-    /// Intel Xeon: the strided weight gradients from 42-45% to 53-58% of sgemm).
+    /// The packed values, returned, start on a 64-byte cache line (a [`LineBuffer`]): at glibc's
+    /// 16-byte alignment every AVX-512 load of them straddles two lines (measured on an Intel
+    /// Xeon: the strided weight gradients from 42-45% to 53-58% of sgemm).
     pub(super) fn pack_blocks<'a>(
         src: &[f32],
         (images, channels, plane): (usize, usize, usize),
         block: usize,
         split: Option<Split>,
-        packed: &'a mut Vec<f32>,
+        packed: &'a mut LineBuffer,
     ) -> &'a [f32] {
-        const LINE_VALUES: usize = 64 / size_of::<f32>();
         let blocks = channels.div_ceil(block);
-        let len = blocks * images * block * plane;
-        packed.clear();
-        packed.reserve(len + LINE_VALUES);
-        let start = packed.as_ptr().align_offset(64).min(LINE_VALUES);
-        packed.resize(start, 0.0);
-        let dst = &mut packed.spare_capacity_mut()[..len];
-        // Image by image, so the source is read front to back (block by block, each image's
-        // block is one page of a CIFAR map, where the hardware's prefetchers start over).
-        for i in 0..images {
-            for b in 0..blocks {
-                for m in 0..block {
-                    let c = (b * block + m).min(channels - 1);
-                    let src = &src[(i * channels + c) * plane..][..plane];
-                    let dst = &mut dst[((b * images + i) * block + m) * plane..][..plane];
-                    match split {
-                        Some(split) => split.write_plane(src, dst),
-                        None => dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                            d.write(v);
-                        }),
+        // The slots `(b, i, m)` tile the whole region and each is written whole.
+        packed.fill(blocks * images * block * plane, |dst| {
+            // Image by image, so the source is read front to back (block by block, each image's
+            // block is one page of a CIFAR map, where the hardware's prefetchers start over).
+            for i in 0..images {
+                for b in 0..blocks {
+                    for m in 0..block {
+                        let c = (b * block + m).min(channels - 1);
+                        let src = &src[(i * channels + c) * plane..][..plane];
+                        let dst = &mut dst[((b * images + i) * block + m) * plane..][..plane];
+                        match split {
+                            Some(split) => split.write_plane(src, dst),
+                            None => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                                d.write(v);
+                            }),
+                        }
                     }
                 }
             }
-        }
-        // SAFETY: `start` values were set above, then the slots `(b, i, m)` tile the `len` after
-        // them and each was written whole.
-        unsafe { packed.set_len(start + len) };
-        &packed[start..]
+        })
     }
 
     #[inline(always)]
@@ -1354,7 +1353,7 @@ mod kernels {
     ) {
         let masks = unsafe { masks::<S>(taps) };
         let (image_len, output_len) = (layout.c_in * layout.in_plane, layout.c_out * layout.plane);
-        let (mut x_packed, mut dy_packed) = (Vec::new(), Vec::new());
+        let (mut x_packed, mut dy_packed) = (LineBuffer::default(), LineBuffer::default());
         let (x_run_len, dy_run_len) = (chunk * image_len, chunk * output_len);
         // One step per tile of `weight_grad_run`.
         let steps = layout.c_out.div_ceil(MR) * layout.c_in.div_ceil(NK) * taps.offsets.len();
@@ -1597,7 +1596,7 @@ mod tests {
         let (channels, plane, block) = (5, 4, 2);
         for images in 1..=6 {
             let src: Vec<f32> = (0..images * channels * plane).map(|v| v as f32).collect();
-            let mut buffer = Vec::new();
+            let mut buffer = crate::cpu::LineBuffer::default();
             for _ in 0..2 {
                 let run =
                     kernels::pack_blocks(&src, (images, channels, plane), block, None, &mut buffer);
