@@ -8,6 +8,10 @@
 use candle_core::{Device, Tensor, Var};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+// As in the `suite` binary: activations on a cache line.
+#[global_allocator]
+static ALLOCATOR: kernels::LineAligned = kernels::LineAligned;
+
 fn random(shape: &[usize], scale: f32) -> Tensor {
     Tensor::randn(0f32, scale, shape, &Device::Cpu).unwrap()
 }

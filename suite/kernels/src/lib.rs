@@ -53,7 +53,7 @@ pub use conv::{
     Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_input_grad,
     conv2d_runs_on, conv2d_weight_grad, conv2d_with,
 };
-pub use memory::keep_freed_memory;
+pub use memory::{LineAligned, keep_freed_memory};
 pub use norm::{
     BatchStats, add_relu, batch_norm_add_relu, batch_norm_cuda_runs_on, batch_norm_train,
     batch_norm_train_cuda, relu,

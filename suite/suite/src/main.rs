@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: kernels::LineAligned = kernels::LineAligned;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     kernels::keep_freed_memory();
