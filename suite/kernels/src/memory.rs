@@ -62,15 +62,21 @@ fn padded(size: usize) -> Option<Layout> {
     Layout::from_size_align(size.checked_add(PAD)?, WORD).ok()
 }
 
-/// The first line start in `raw` with a word before it, with `raw` recorded in that word.
+/// How far into a system block at `raw` its aligned start lies: the first line start with a word
+/// before it, at most `PAD - 1` bytes in.
+fn start_offset(raw: *mut u8) -> usize {
+    (raw as usize + WORD).next_multiple_of(LINE) - raw as usize
+}
+
+/// The aligned start in `raw`, with `raw` recorded in the word before it.
 ///
 /// # Safety
-/// `raw` is a word-aligned block of at least `size + PAD` bytes, or null.
+/// `raw` is null, or a word-aligned block of `PAD` bytes more than the block it is to hold.
 unsafe fn place(raw: *mut u8) -> *mut u8 {
     if raw.is_null() {
         return raw;
     }
-    let offset = (raw as usize + WORD).next_multiple_of(LINE) - raw as usize;
+    let offset = start_offset(raw);
     // SAFETY: `offset <= PAD - 1`, inside the block, and the word before the aligned start is
     // word-aligned (a line start less a word) and past `raw`.
     unsafe {
@@ -158,8 +164,7 @@ unsafe impl GlobalAlloc for LineAligned {
                         return new_block;
                     }
                     let kept = layout.size().min(new_size);
-                    let new_offset =
-                        (new_block as usize + WORD).next_multiple_of(LINE) - new_block as usize;
+                    let new_offset = start_offset(new_block);
                     if new_offset != old_offset {
                         std::ptr::copy(new_block.add(old_offset), new_block.add(new_offset), kept);
                     }
