@@ -149,6 +149,8 @@ def op(args):
     rows.append(("relu forward+backward", median_seconds(args.repeats, lambda: F.relu(xg).sum().backward()), None))
     rows.append(("max pool 3x3/2 forward+backward",
                  median_seconds(args.repeats, lambda: F.max_pool2d(xg, 3, 2, 1).sum().backward()), None))
+    # With autograd on, as in training: the forward also records the indices of the maxima.
+    rows.append(("max pool 3x3/2 forward", median_seconds(args.repeats, lambda: F.max_pool2d(xg, 3, 2, 1)), None))
     a = torch.randn(1024, 1024)
     rows.append(("sgemm 1024 (reference)", median_seconds(args.repeats, lambda: a @ a), 2 * 1024**3))
     print(json.dumps({

@@ -1,7 +1,7 @@
 //! The fast kernels at the nets' real shapes: CIFAR (batch 128; 16, 32, 64 channels at 32, 16, 8 px)
 //! and ResNet-50 on ImageNet (batch 16), with the GEMM conv path beside the direct one at the CIFAR
-//! shapes and candle's stock ops at one, and a run of fused basic blocks beside the same blocks
-//! built from the separate kernels.
+//! shapes and candle's stock ops at one, a run of fused basic blocks beside the same blocks built
+//! from the separate kernels, and the stem's max pool and option A's shortcut.
 //!
 //! `cargo bench -p kernels --bench ops`; `suite bench op` prints the same passes with GFLOP/s.
 
@@ -153,5 +153,44 @@ fn basic_blocks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, batch_norm, basic_blocks);
+/// ResNet-50's stem max pool (3x3/2 over 64 channels at 112x112, batch 16) and a CIFAR net's
+/// option-A shortcut (16 to 32 channels, 32x32 to 16x16, batch 128).
+fn pooling(c: &mut Criterion) {
+    kernels::keep_freed_memory();
+    let mut group = c.benchmark_group("pooling");
+    group.sample_size(10);
+    let x = Var::from_tensor(&random(&[16, 64, 112, 112], 1.0)).unwrap();
+    group.throughput(Throughput::Elements(x.elem_count() as u64));
+    // On a tracked input, so the forward records the maxima's indices as in training.
+    group.bench_function(BenchmarkId::new("max-pool forward", "r50-stem"), |b| {
+        b.iter(|| kernels::max_pool2d(&x, 3, 2, 1).unwrap())
+    });
+    group.bench_function(
+        BenchmarkId::new("max-pool forward+backward", "r50-stem"),
+        |b| {
+            b.iter(|| {
+                kernels::max_pool2d(&x, 3, 2, 1)
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
+        },
+    );
+    let x = Var::from_tensor(&random(&[128, 16, 32, 32], 1.0)).unwrap();
+    group.throughput(Throughput::Elements(x.elem_count() as u64));
+    group.bench_function(
+        BenchmarkId::new("option-A forward+backward", "cifar-16to32"),
+        |b| {
+            b.iter(|| {
+                kernels::subsample_pad(&x, 2, 16)
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, conv, batch_norm, basic_blocks, pooling);
 criterion_main!(benches);

@@ -63,6 +63,33 @@ pub(crate) unsafe fn assume_init(values: &[MaybeUninit<f32>]) -> &[f32] {
     unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
 }
 
+/// Defines a function whose body is compiled twice, for AVX2 and for the baseline, picking one at
+/// run time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic
+/// in either build (Rust never fuses a multiply and an add on its own), so both give the same
+/// bits; the baseline's 4-lane vectors only run slower.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use with_avx2;
+
 /// The f32 values in one 64-byte cache line.
 const LINE: usize = 64 / std::mem::size_of::<f32>();
 

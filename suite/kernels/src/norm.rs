@@ -18,7 +18,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use crate::cpu;
+use crate::cpu::{self, with_avx2};
 
 #[cfg(feature = "cuda")]
 mod cudnn;
@@ -53,32 +53,6 @@ pub(crate) fn channel_layout(dims: &[usize]) -> Result<(usize, usize, usize)> {
 }
 
 const LANES: usize = 8;
-
-/// Defines a function whose body is compiled twice, for AVX2 and for the baseline, picking one at
-/// run time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic
-/// in either build (Rust never fuses a multiply and an add on its own), so both give the same
-/// bits; the baseline's 4-lane vectors only run slower.
-macro_rules! with_avx2 {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
 
 /// `sum(f(v))` over a slice, in `LANES` independent f32 partial sums (so it vectorises), returned in f64.
 #[inline(always)]

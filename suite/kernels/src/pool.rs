@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::cpu;
+use crate::cpu::{self, with_avx2};
 
 pub(crate) fn dims4(op: &str, dims: &[usize]) -> Result<[usize; 4]> {
     match dims {
@@ -17,26 +17,155 @@ pub(crate) fn dims4(op: &str, dims: &[usize]) -> Result<[usize; 4]> {
     }
 }
 
-struct MaxPoolOp {
+/// A max pool's square window: `kernel` wide, `stride` apart, `padding` of -infinity on each side.
+#[derive(Debug, Clone, Copy)]
+struct Window {
     kernel: usize,
     stride: usize,
     padding: usize,
-    /// For each output element, the index of its maximum within the input plane.
-    argmax: Arc<OnceLock<Vec<u32>>>,
 }
 
-impl MaxPoolOp {
-    fn out_size(&self, size: usize) -> usize {
+impl Window {
+    fn out_size(self, size: usize) -> usize {
         (size + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
     /// Input rows (or columns) `[lo, hi)` under output position `o`'s window.
-    fn window(&self, o: usize, size: usize) -> (usize, usize) {
+    fn span(self, o: usize, size: usize) -> (usize, usize) {
         let start = o * self.stride;
         let lo = start.saturating_sub(self.padding);
         let hi = (start + self.kernel).saturating_sub(self.padding).min(size);
         (lo, hi)
     }
+
+    /// Values per phase of a padded row (see [`RowPhases`]): what the windows of `out_w` outputs
+    /// reach.
+    fn phase_len(self, out_w: usize) -> usize {
+        out_w + (self.kernel - 1) / self.stride
+    }
+}
+
+with_avx2! {
+    /// Pools one `h x w` plane through `window` into `y` and the index in the plane of each
+    /// window's first maximum (in scan order) into `arg`, with `phases` as scratch.
+    ///
+    /// Row by row: an output row takes its window's input rows in order and, within each, the
+    /// window's columns in order, each step one branch-free compare-and-select over the whole
+    /// output row, which the compiler vectorises. A window column `kx` of output `ox` is padded
+    /// column `ox * stride + kx`, so each input row is first split into `stride` phases of its
+    /// padded form (phase `r` holds padded columns `r, r + stride, ...`): the column is then
+    /// element `ox + kx / stride` of phase `kx % stride`, a contiguous run over the output row.
+    fn pool_plane(
+        window: Window,
+        plane: &[f32],
+        hw: (usize, usize),
+        y: &mut [f32],
+        arg: &mut [u32],
+        phases: &mut RowPhases,
+    ) {
+        let (h, w) = hw;
+        let ow = window.out_size(w);
+        let (k, s, p) = (window.kernel, window.stride, window.padding);
+        let len = window.phase_len(ow);
+        // The first column inside each output's window: where its index starts, so that a
+        // window of -infinity alone still names an input position, as the scan does.
+        let first_cols: Vec<u32> = (0..ow).map(|ox| window.span(ox, w).0 as u32).collect();
+        let offsets: Vec<u32> = (0..ow).map(|ox| (ox * s) as u32).collect();
+        phases.split_rows(plane, w, s, p, len);
+        for (oy, (y, arg)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate() {
+            let (y0, y1) = window.span(oy, h);
+            y.fill(f32::NEG_INFINITY);
+            for (a, &x0) in arg.iter_mut().zip(&first_cols) {
+                *a = (y0 * w) as u32 + x0;
+            }
+            for iy in y0..y1 {
+                let row = phases.row(iy);
+                for kx in 0..k {
+                    let src = &row[(kx % s) * len + kx / s..][..ow];
+                    // Padded column `ox * s + kx` is input column `ox * s + kx - p`; a padding
+                    // column's index wraps, but its -infinity never wins, so it is never kept.
+                    let base = ((iy * w + kx) as u32).wrapping_sub(p as u32);
+                    let (offsets, arg) = (&offsets[..ow], &mut arg[..ow]);
+                    for i in 0..ow {
+                        let (v, best) = (src[i], y[i]);
+                        // `>` keeps the first maximum; NaN propagates as in PyTorch.
+                        let take = (v > best) | (v.is_nan() & !best.is_nan());
+                        y[i] = if take { v } else { best };
+                        arg[i] = if take { base.wrapping_add(offsets[i]) } else { arg[i] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every row of one plane split into the phases of its padded form, each phase `len` values
+/// (padding and whatever lies past the padded row read as -infinity), reused from plane to plane.
+#[derive(Debug, Default)]
+struct RowPhases {
+    values: Vec<f32>,
+    /// Values per row: `stride` phases of `len`.
+    row_len: usize,
+    /// Rows, row width, stride, padding and phase length of the planes split last.
+    geometry: Option<[usize; 5]>,
+}
+
+impl RowPhases {
+    // Inlined so that it is compiled with the caller's instruction set.
+    #[inline(always)]
+    fn split_rows(&mut self, plane: &[f32], w: usize, s: usize, p: usize, len: usize) {
+        let geometry = [plane.len() / w, w, s, p, len];
+        // Planes of one geometry fill the same slots, so the -infinity around them, written
+        // once, stays.
+        if self.geometry != Some(geometry) {
+            self.row_len = s * len;
+            self.values.clear();
+            self.values
+                .resize(geometry[0] * self.row_len, f32::NEG_INFINITY);
+            self.geometry = Some(geometry);
+        }
+        for (src, dst) in plane
+            .chunks_exact(w)
+            .zip(self.values.chunks_exact_mut(self.row_len))
+        {
+            match s {
+                // The stem pool's stride as a constant, so the split vectorises.
+                2 => split_row::<2>(src, p, len, dst),
+                1 => split_row::<1>(src, p, len, dst),
+                // Columns past the last window's reach have no slot.
+                _ => (0..w).filter(|ix| (ix + p) / s < len).for_each(|ix| {
+                    let i = ix + p;
+                    dst[(i % s) * len + i / s] = src[ix];
+                }),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, iy: usize) -> &[f32] {
+        &self.values[iy * self.row_len..][..self.row_len]
+    }
+}
+
+/// Writes input row `src` to its `S` phases in `dst`, padded column `i = ix + p` of the row going
+/// to element `i / S` of phase `i % S`.
+#[inline(always)]
+fn split_row<const S: usize>(src: &[f32], p: usize, len: usize, dst: &mut [f32]) {
+    for r in 0..S {
+        // Padded columns `j * S + r` that hold input values: `p <= j * S + r < p + w`.
+        let lo = (p.saturating_sub(r)).div_ceil(S);
+        let hi = (p + src.len() - r).div_ceil(S).min(len);
+        let phase = &mut dst[r * len..][..len];
+        for (j, d) in phase.iter_mut().enumerate().take(hi).skip(lo) {
+            *d = src[j * S + r - p];
+        }
+    }
+}
+
+struct MaxPoolOp {
+    window: Window,
+    /// For each output element, the index of its maximum within the input plane.
+    argmax: Arc<OnceLock<Vec<u32>>>,
 }
 
 impl CustomOp1 for MaxPoolOp {
@@ -47,31 +176,15 @@ impl CustomOp1 for MaxPoolOp {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let [n, c, h, w] = dims4(self.name(), xl.dims())?;
         let x = cpu::slice(self.name(), xs, xl)?;
-        let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let window = self.window;
+        let (oh, ow) = (window.out_size(h), window.out_size(w));
         let mut y = vec![0f32; n * c * oh * ow];
         let mut argmax = vec![0u32; y.len()];
         y.par_chunks_mut(oh * ow)
             .zip(argmax.par_chunks_mut(oh * ow))
             .zip(x.par_chunks(h * w))
-            .for_each(|((y, arg), plane)| {
-                for oy in 0..oh {
-                    let (y0, y1) = self.window(oy, h);
-                    for ox in 0..ow {
-                        let (x0, x1) = self.window(ox, w);
-                        let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w + x0);
-                        for iy in y0..y1 {
-                            for ix in x0..x1 {
-                                let v = plane[iy * w + ix];
-                                // `>` keeps the first maximum; NaN propagates as in PyTorch.
-                                if v > best || v.is_nan() && !best.is_nan() {
-                                    (best, at) = (v, iy * w + ix);
-                                }
-                            }
-                        }
-                        y[oy * ow + ox] = best;
-                        arg[oy * ow + ox] = at as u32;
-                    }
-                }
+            .for_each_init(RowPhases::default, |phases, ((y, arg), plane)| {
+                pool_plane(window, plane, (h, w), y, arg, phases)
             });
         if self.argmax.set(argmax).is_err() {
             bail!("{}: an op instance runs forward once", self.name());
@@ -114,9 +227,11 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         );
     }
     x.contiguous()?.apply_op1(MaxPoolOp {
-        kernel,
-        stride,
-        padding,
+        window: Window {
+            kernel,
+            stride,
+            padding,
+        },
         argmax: Arc::new(OnceLock::new()),
     })
 }
@@ -213,4 +328,83 @@ pub fn subsample_pad(x: &Tensor, stride: usize, extra: usize) -> Result<Tensor> 
         bail!("subsample_pad: stride must be at least 1");
     }
     x.contiguous()?.apply_op1(SubsamplePadOp { stride, extra })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window scan itself: each output's window in scan order, keeping the first maximum.
+    fn scan(window: Window, plane: &[f32], (h, w): (usize, usize)) -> (Vec<f32>, Vec<u32>) {
+        let (oh, ow) = (window.out_size(h), window.out_size(w));
+        let (mut y, mut arg) = (Vec::new(), Vec::new());
+        for oy in 0..oh {
+            let (y0, y1) = window.span(oy, h);
+            for ox in 0..ow {
+                let (x0, x1) = window.span(ox, w);
+                let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w + x0);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let v = plane[iy * w + ix];
+                        if v > best || v.is_nan() && !best.is_nan() {
+                            (best, at) = (v, iy * w + ix);
+                        }
+                    }
+                }
+                y.push(best);
+                arg.push(at as u32);
+            }
+        }
+        (y, arg)
+    }
+
+    #[test]
+    fn row_pass_matches_the_window_scan_with_ties_nan_and_infinities() {
+        let mut phases = RowPhases::default();
+        let mut seed = 7u32;
+        for (h, w) in [(1, 1), (2, 3), (5, 5), (7, 9), (8, 6), (12, 13), (17, 16)] {
+            for (kernel, stride, padding) in [
+                (1, 1, 0),
+                (2, 2, 0),
+                (3, 1, 1),
+                (3, 2, 1),
+                (3, 3, 1),
+                (2, 1, 1),
+                (5, 2, 2),
+                (3, 2, 0),
+            ] {
+                let window = Window {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                    continue;
+                }
+                // Two planes per geometry, the second split over what the first left.
+                for _ in 0..2 {
+                    // Few distinct values, so windows tie often; some NaN and infinities.
+                    let plane: Vec<f32> = (0..h * w)
+                        .map(|_| {
+                            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                            match seed >> 28 {
+                                0 => f32::NAN,
+                                1 => f32::NEG_INFINITY,
+                                2 => f32::INFINITY,
+                                v => v as f32 - 8.0,
+                            }
+                        })
+                        .collect();
+                    let (oh, ow) = (window.out_size(h), window.out_size(w));
+                    let (mut y, mut arg) = (vec![0.0; oh * ow], vec![0; oh * ow]);
+                    pool_plane(window, &plane, (h, w), &mut y, &mut arg, &mut phases);
+                    let (expect_y, expect_arg) = scan(window, &plane, (h, w));
+                    let case = format!("{h}x{w} plane, {window:?}");
+                    assert_eq!(arg, expect_arg, "{case}");
+                    let same = |a: &f32, b: &f32| a == b || a.is_nan() && b.is_nan();
+                    assert!(y.iter().zip(&expect_y).all(|(a, b)| same(a, b)), "{case}");
+                }
+            }
+        }
+    }
 }

@@ -344,6 +344,16 @@ fn op(args: OpArgs) -> anyhow::Result<ExitCode> {
         ms,
         flops: None,
     });
+    // The forward alone, on a tensor that tracks its gradient: the indices of the maxima that the
+    // backward needs are part of it, as in training.
+    let ms = median_seconds(&dev, r, || {
+        nets::layers::max_pool2d(xv.as_tensor(), (3, 2, 1), args.kernels).map(drop)
+    })?;
+    rows.push(OpRow {
+        op: "max pool 3x3/2 forward",
+        ms,
+        flops: None,
+    });
     let side = 1024;
     let a = Tensor::randn(0f32, 1.0, (side, side), &dev)?;
     let ms = median_seconds(&dev, r, || a.matmul(&a).map(drop))?;
