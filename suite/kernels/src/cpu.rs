@@ -64,9 +64,10 @@ pub(crate) unsafe fn assume_init(values: &[MaybeUninit<f32>]) -> &[f32] {
 }
 
 /// Defines a function whose body is compiled twice, for AVX2 and for the baseline, picking one at
-/// run time. These passes are plain loops over `LANES`-wide arrays with the same source arithmetic
-/// in either build (Rust never fuses a multiply and an add on its own), so both give the same
-/// bits; the baseline's 4-lane vectors only run slower.
+/// run time. The bodies are plain loops that the compiler vectorises (batch norm's over
+/// `LANES`-wide arrays, the max pool's over output rows), with the same source arithmetic in either
+/// build (Rust never fuses a multiply and an add on its own), so both give the same bits; the
+/// baseline's 4-lane vectors only run slower.
 macro_rules! with_avx2 {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
