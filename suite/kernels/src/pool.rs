@@ -18,7 +18,7 @@ pub(crate) fn dims4(op: &str, dims: &[usize]) -> Result<[usize; 4]> {
 }
 
 /// A max pool's square window: `kernel` wide, `stride` apart, `padding` of -infinity on each side.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Window {
     kernel: usize,
     stride: usize,
@@ -64,28 +64,23 @@ with_avx2! {
         phases: &mut RowPhases,
     ) {
         let (h, w) = hw;
-        let ow = window.out_size(w);
         let (k, s, p) = (window.kernel, window.stride, window.padding);
-        let len = window.phase_len(ow);
-        // The first column inside each output's window: where its index starts, so that a
-        // window of -infinity alone still names an input position, as the scan does.
-        let first_cols: Vec<u32> = (0..ow).map(|ox| window.span(ox, w).0 as u32).collect();
-        let offsets: Vec<u32> = (0..ow).map(|ox| (ox * s) as u32).collect();
-        phases.split_rows(plane, w, s, p, len);
+        phases.split_rows(window, plane, hw);
+        let (ow, len) = (phases.first_cols.len(), phases.phase_len);
         for (oy, (y, arg)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate() {
             let (y0, y1) = window.span(oy, h);
             y.fill(f32::NEG_INFINITY);
-            for (a, &x0) in arg.iter_mut().zip(&first_cols) {
+            for (a, &x0) in arg.iter_mut().zip(&phases.first_cols) {
                 *a = (y0 * w) as u32 + x0;
             }
             for iy in y0..y1 {
-                let row = phases.row(iy);
+                let row = &phases.values[iy * s * len..][..s * len];
                 for kx in 0..k {
                     let src = &row[(kx % s) * len + kx / s..][..ow];
                     // Padded column `ox * s + kx` is input column `ox * s + kx - p`; a padding
                     // column's index wraps, but its -infinity never wins, so it is never kept.
                     let base = ((iy * w + kx) as u32).wrapping_sub(p as u32);
-                    let (offsets, arg) = (&offsets[..ow], &mut arg[..ow]);
+                    let (offsets, arg) = (&phases.offsets[..ow], &mut arg[..ow]);
                     for i in 0..ow {
                         let (v, best) = (src[i], y[i]);
                         // `>` keeps the first maximum; NaN propagates as in PyTorch.
@@ -99,65 +94,65 @@ with_avx2! {
     }
 }
 
-/// Every row of one plane split into the phases of its padded form, each phase `len` values
-/// (padding and whatever lies past the padded row read as -infinity), reused from plane to plane.
+/// A pool's scratch for planes of one shape, reused from plane to plane: every row of the plane
+/// split into the phases of its padded form, each phase `phase_len` values (padding and whatever
+/// lies past the padded row read as -infinity), and per output column the first input column of
+/// its window and its padded start.
 #[derive(Debug, Default)]
 struct RowPhases {
     values: Vec<f32>,
-    /// Values per row: `stride` phases of `len`.
-    row_len: usize,
-    /// Rows, row width, stride, padding and phase length of the planes split last.
-    geometry: Option<[usize; 5]>,
+    phase_len: usize,
+    first_cols: Vec<u32>,
+    offsets: Vec<u32>,
+    /// The window and plane size the scratch was laid out for.
+    shape: Option<(Window, usize, usize)>,
 }
 
 impl RowPhases {
     // Inlined so that it is compiled with the caller's instruction set.
     #[inline(always)]
-    fn split_rows(&mut self, plane: &[f32], w: usize, s: usize, p: usize, len: usize) {
-        let geometry = [plane.len() / w, w, s, p, len];
-        // Planes of one geometry fill the same slots, so the -infinity around them, written
-        // once, stays.
-        if self.geometry != Some(geometry) {
-            self.row_len = s * len;
+    fn split_rows(&mut self, window: Window, plane: &[f32], (h, w): (usize, usize)) {
+        let s = window.stride;
+        // Planes of one shape fill the same slots, so the -infinity around them, written once,
+        // stays.
+        if self.shape != Some((window, h, w)) {
+            let ow = window.out_size(w);
+            self.phase_len = window.phase_len(ow);
             self.values.clear();
             self.values
-                .resize(geometry[0] * self.row_len, f32::NEG_INFINITY);
-            self.geometry = Some(geometry);
+                .resize(h * s * self.phase_len, f32::NEG_INFINITY);
+            // Where each output's index starts, so that a window of -infinity alone still names
+            // an input position, as the scan does.
+            self.first_cols = (0..ow).map(|ox| window.span(ox, w).0 as u32).collect();
+            self.offsets = (0..ow).map(|ox| (ox * s) as u32).collect();
+            self.shape = Some((window, h, w));
         }
+        let (p, len) = (window.padding, self.phase_len);
         for (src, dst) in plane
             .chunks_exact(w)
-            .zip(self.values.chunks_exact_mut(self.row_len))
+            .zip(self.values.chunks_exact_mut(s * len))
         {
             match s {
                 // The stem pool's stride as a constant, so the split vectorises.
-                2 => split_row::<2>(src, p, len, dst),
-                1 => split_row::<1>(src, p, len, dst),
-                // Columns past the last window's reach have no slot.
-                _ => (0..w).filter(|ix| (ix + p) / s < len).for_each(|ix| {
-                    let i = ix + p;
-                    dst[(i % s) * len + i / s] = src[ix];
-                }),
+                2 => split_row(src, 2, p, len, dst),
+                1 => split_row(src, 1, p, len, dst),
+                _ => split_row(src, s, p, len, dst),
             }
         }
     }
-
-    #[inline(always)]
-    fn row(&self, iy: usize) -> &[f32] {
-        &self.values[iy * self.row_len..][..self.row_len]
-    }
 }
 
-/// Writes input row `src` to its `S` phases in `dst`, padded column `i = ix + p` of the row going
-/// to element `i / S` of phase `i % S`.
+/// Writes input row `src` to its `s` phases in `dst`, padded column `i = ix + p` of the row going
+/// to element `i / s` of phase `i % s`; columns past the last window's reach have no slot.
 #[inline(always)]
-fn split_row<const S: usize>(src: &[f32], p: usize, len: usize, dst: &mut [f32]) {
-    for r in 0..S {
-        // Padded columns `j * S + r` that hold input values: `p <= j * S + r < p + w`.
-        let lo = (p.saturating_sub(r)).div_ceil(S);
-        let hi = (p + src.len() - r).div_ceil(S).min(len);
+fn split_row(src: &[f32], s: usize, p: usize, len: usize, dst: &mut [f32]) {
+    for r in 0..s {
+        // Padded columns `j * s + r` that hold input values: `p <= j * s + r < p + w`.
+        let lo = (p.saturating_sub(r)).div_ceil(s);
+        let hi = (p + src.len()).saturating_sub(r).div_ceil(s).min(len);
         let phase = &mut dst[r * len..][..len];
         for (j, d) in phase.iter_mut().enumerate().take(hi).skip(lo) {
-            *d = src[j * S + r - p];
+            *d = src[j * s + r - p];
         }
     }
 }
@@ -372,6 +367,7 @@ mod tests {
                 (2, 1, 1),
                 (5, 2, 2),
                 (3, 2, 0),
+                (1, 3, 0),
             ] {
                 let window = Window {
                     kernel,
