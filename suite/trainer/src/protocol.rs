@@ -151,6 +151,17 @@ mod tests {
             panic!("multi-step")
         };
         assert_eq!(milestones, [1000, 1500]);
+        // A run of a few iterations keeps both drops, on one iteration, and is a valid schedule.
+        let short = p.schedule(2);
+        assert_eq!(
+            short,
+            Schedule::MultiStep {
+                lr: 0.1,
+                milestones: vec![1, 1],
+                factor: 0.1
+            }
+        );
+        short.validate().unwrap();
         assert_eq!(
             p.schedule(64_000),
             Schedule::MultiStep {

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Schedule {
-    /// `lr`, multiplied by `factor` at each milestone iteration.
+    /// `lr`, multiplied by `factor` at each milestone iteration. A milestone listed twice divides
+    /// twice there: the paper's two drops land on one iteration when its schedule is scaled down to
+    /// a run of a few iterations.
     MultiStep {
         lr: f64,
         milestones: Vec<u64>,
@@ -73,8 +75,10 @@ impl Schedule {
             } => {
                 positive("lr", *lr)?;
                 positive("factor", *factor)?;
-                if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(format!("milestones must increase, got {milestones:?}"));
+                if milestones.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(format!(
+                        "milestones must be in increasing order, got {milestones:?}"
+                    ));
                 }
                 Ok(())
             }
@@ -213,6 +217,19 @@ mod tests {
         assert!((s.lr(32_000, &st) - 0.01).abs() < 1e-15);
         assert!((s.lr(48_000, &st) - 0.001).abs() < 1e-15);
         assert!((s.lr(63_999, &st) - 0.001).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_milestone_listed_twice_divides_twice() {
+        let s = Schedule::MultiStep {
+            lr: 0.1,
+            milestones: vec![1, 1],
+            factor: 0.1,
+        };
+        s.validate().unwrap();
+        let st = ScheduleState::default();
+        assert_eq!(s.lr(0, &st), 0.1);
+        assert!((s.lr(1, &st) - 0.001).abs() < 1e-15);
     }
 
     #[test]
