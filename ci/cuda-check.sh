@@ -8,16 +8,51 @@
 # 3. training images/s on the GPU with the fast kernels (cuDNN conv) and stock candle, side by
 #    side, and against PyTorch on the same GPU when a python with CUDA torch is given.
 #
-# Usage: ci/cuda-check.sh [OUT_DIR]   (default: a temporary directory; JSON lines land there)
+# Usage: ci/cuda-check.sh [--bundle DIR] [OUT_DIR]   (default OUT_DIR: a temporary directory;
+#        JSON lines land there)
 #   PYTHON=python3 ci/cuda-check.sh /tmp/cuda-check
+# With --bundle, the binaries and data come from `ci/cuda-bundle.sh DIR`, built on another machine,
+# and this machine needs no Rust toolchain or nvcc: only the driver and the CUDA 13 libraries
+# (cuBLAS, cuRAND, NVRTC, cuDNN, cudart; those of Python's NVIDIA wheels are found by themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bundle=
+if [[ ${1:-} == --bundle ]]; then
+  bundle=${2:?--bundle takes the directory ci/cuda-bundle.sh wrote}
+  shift 2
+fi
 out=${1:-$(mktemp -d)}
 mkdir -p "$out"
 device=${DEVICE:-cuda:0}
 command -v nvidia-smi >/dev/null || { echo "no nvidia-smi: this check needs an NVIDIA GPU" >&2; exit 2; }
-command -v nvcc >/dev/null || { echo "no nvcc: install the CUDA toolkit (and cuDNN)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
+
+if [[ -n $bundle ]]; then
+  [[ -f $bundle/bundle.tar.xz ]] || { echo "no $bundle/bundle.tar.xz: run ci/cuda-bundle.sh" >&2; exit 2; }
+  unpacked=$(mktemp -d)
+  trap 'rm -rf "$unpacked"' EXIT
+  tar -C "$unpacked" -xJf "$bundle/bundle.tar.xz"
+  echo "bundle built from commit $(cat "$unpacked/commit")"
+  # The CUDA libraries of Python's NVIDIA wheels (PyTorch's), where no toolkit is on the loader's path.
+  wheel_libs=$(python3 - <<'PY' || true
+import glob, os, site
+dirs = {os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(f"{s}/nvidia/**/lib*.so*", recursive=True)}
+print(":".join(sorted(dirs)))
+PY
+  )
+  export LD_LIBRARY_PATH=${wheel_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export RESNET_REPRO_DATA=$unpacked/data
+  suite=$unpacked/bin/suite
+  kernels_tests() { "$unpacked/bin/kernels-cuda-tests"; }
+  cudnn_trajectory_test() { "$unpacked/bin/trainer-training-tests" cudnn; }
+  build_suite() { :; }
+else
+  command -v nvcc >/dev/null || { echo "no nvcc: install the CUDA toolkit (and cuDNN)" >&2; exit 2; }
+  suite=target/release/suite
+  kernels_tests() { cargo test --release --locked -p kernels --features cuda --test cuda; }
+  cudnn_trajectory_test() { cargo test --release --locked -p trainer --features cuda --test training -- cudnn; }
+  build_suite() { cargo build --release --locked -p suite --features cuda; }
+fi
 
 data=${RESNET_REPRO_DATA:-../shared/data}
 if [[ ! -d $data/cifar10/sample ]]; then
@@ -26,12 +61,11 @@ if [[ ! -d $data/cifar10/sample ]]; then
 fi
 
 echo "== tests (--features cuda)"
-cargo test --release --locked -p kernels --features cuda --test cuda
-cargo test --release --locked -p trainer --features cuda --test training -- cudnn
+kernels_tests
+cudnn_trajectory_test
 
 echo "== conv passes on $device"
-cargo build --release --locked -p suite --features cuda
-suite=target/release/suite
+build_suite
 : >"$out/ops.jsonl"
 for shape in "16 16 32 1" "16 32 32 2" "32 32 16 1" "32 64 16 2" "64 64 8 1"; do
   read -r c o s stride <<<"$shape"
@@ -51,7 +85,7 @@ done
 
 if [[ -n ${PYTHON:-} ]] && "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   echo "== against PyTorch on $device"
-  DEVICE=$device PYTHON=$PYTHON STEPS=20 bench/compare.sh 3 resnet20:128 resnet56:128 resnet50:64 |
+  SUITE=$suite DEVICE=$device PYTHON=$PYTHON STEPS=20 bench/compare.sh 3 resnet20:128 resnet56:128 resnet50:64 |
     tee "$out/compare.txt"
 fi
 echo "results in $out"
