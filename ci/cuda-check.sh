@@ -31,7 +31,13 @@ if [[ -n $bundle ]]; then
   [[ -f $bundle/bundle.tar.xz ]] || { echo "no $bundle/bundle.tar.xz: run ci/cuda-bundle.sh" >&2; exit 2; }
   unpacked=$(mktemp -d)
   trap 'rm -rf "$unpacked"' EXIT
-  tar -C "$unpacked" -xJf "$bundle/bundle.tar.xz"
+  # Python's tarfile where the image has no xz for tar to call.
+  if command -v xz >/dev/null; then
+    tar -C "$unpacked" -xJf "$bundle/bundle.tar.xz"
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$bundle/bundle.tar.xz" "$unpacked"
+  fi
   echo "bundle built from commit $(cat "$unpacked/commit")"
   # The CUDA libraries of Python's NVIDIA wheels (PyTorch's), where no toolkit is on the loader's path.
   wheel_libs=$(python3 - <<'PY' || true
@@ -40,7 +46,9 @@ dirs = {os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(f"
 print(":".join(sorted(dirs)))
 PY
   )
-  export LD_LIBRARY_PATH=${wheel_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if [[ -n $wheel_libs ]]; then
+    export LD_LIBRARY_PATH=${wheel_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  fi
   export RESNET_REPRO_DATA=$unpacked/data
   suite=$unpacked/bin/suite
   kernels_tests() { "$unpacked/bin/kernels-cuda-tests"; }
