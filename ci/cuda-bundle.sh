@@ -3,11 +3,12 @@
 # has the CUDA libraries and Python but no Rust toolchain: the `suite` binary and the `cuda`
 # feature's two test binaries, built with `--features cuda` against link stubs
 # (`ci/cuda-link-stubs.sh`) and stripped, plus the CIFAR-10 sample the GPU loss-trajectory test
-# reads. They are packed into one xz tarball (about 40 MB) inside DIR, so DIR can travel beside the
+# reads. They are packed into one xz tarball (about 25 MB) inside DIR, so DIR can travel beside the
 # working tree; `ci/cuda-check.sh --bundle DIR` unpacks and runs it there.
 #
 # Usage: ci/cuda-bundle.sh [DIR]   (default: .cuda-bundle, which git ignores)
-#   ci/cuda-bundle.sh && ci/cuda-check.sh --bundle .cuda-bundle /tmp/cuda-check   # on the GPU machine
+#   ci/cuda-bundle.sh                                            # here
+#   ci/cuda-check.sh --bundle .cuda-bundle /tmp/cuda-check       # then on the GPU machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.cuda-bundle}
