@@ -487,24 +487,19 @@ pub fn read_parquet(path: &Path) -> Result<Split, Error> {
 const CACHE_MAGIC: &[u8; 8] = b"RRCIFAR1";
 
 fn write_cache(path: &Path, train: &Split, test: &Split) -> Result<(), Error> {
-    let dir = path.parent().expect("cache file has a directory");
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
-    {
-        let f = tmp.as_file_mut();
-        let mut w = std::io::BufWriter::new(f);
-        w.write_all(CACHE_MAGIC).map_err(io_error(path))?;
+    let io = |source| files::Error {
+        path: path.to_path_buf(),
+        source,
+    };
+    files::write_atomic_with(path, |w| {
+        w.write_all(CACHE_MAGIC).map_err(io)?;
         for split in [train, test] {
             w.write_all(&(split.len() as u64).to_le_bytes())
-                .map_err(io_error(path))?;
-            w.write_all(&split.labels).map_err(io_error(path))?;
-            w.write_all(&split.images).map_err(io_error(path))?;
+                .map_err(io)?;
+            w.write_all(&split.labels).map_err(io)?;
+            w.write_all(&split.images).map_err(io)?;
         }
-        w.flush().map_err(io_error(path))?;
-    }
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
+        Ok::<(), Error>(())
     })?;
     Ok(())
 }

@@ -214,6 +214,11 @@ impl Transform {
                 to_chw(&crop(&resized, x, y, size), flip, offset, out);
             }
             Transform::CenterCrop { resize, crop: size } => {
+                if resize < size {
+                    return Err(format!(
+                        "the center crop ({size}) is larger than the resized shorter side ({resize})"
+                    ));
+                }
                 let resized = resize_shorter(img, resize);
                 let (w, h) = resized.dimensions();
                 to_chw(
@@ -226,6 +231,20 @@ impl Transform {
         }
         Ok(())
     }
+}
+
+/// The standard evaluation view ([`Transform::CENTER`]: shorter side 256, center 224x224 crop,
+/// ImageNet normalisation) of a decoded image, as a (3, 224, 224) CHW buffer: what torchvision's
+/// pretrained weights and the paper's single-crop figures expect.
+pub fn center_view(img: &RgbImage) -> Vec<f32> {
+    let size = Transform::CENTER.crop_size() as usize;
+    let mut out = vec![0f32; 3 * size * size];
+    // The center crop draws nothing at random.
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    Transform::CENTER
+        .apply(img, &mut rng, &mut out)
+        .expect("256 covers the 224 crop");
+    out
 }
 
 /// The standard 10-crop test views: four corners and the center of the image resized to `resize`,

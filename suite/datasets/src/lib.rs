@@ -20,6 +20,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod folder;
+pub mod info;
 pub mod loader;
 mod seed;
 pub mod split;
@@ -31,6 +32,15 @@ use rand_chacha::ChaCha8Rng;
 pub use augment::{Normalize, View};
 pub use folder::{FolderDataset, ImageFolder, Transform};
 pub use loader::{Batch, Dataset, Loader, LoaderConfig, Position, Stream};
+
+impl From<files::Error> for Error {
+    fn from(e: files::Error) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

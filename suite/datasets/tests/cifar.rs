@@ -1,7 +1,5 @@
 //! CIFAR-10 on the real data (../shared/data/cifar10) and on files the tests write.
 
-mod common;
-
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -10,7 +8,7 @@ use datasets::{CifarDataset, Loader, LoaderConfig, Normalize, Position, View, au
 
 #[test]
 fn full_parquet_counts_labels_and_cache() {
-    let Some(dir) = common::data("cifar10") else {
+    let Some(dir) = testkit::shared_data("cifar10") else {
         return;
     };
     let cache = tempfile::tempdir().unwrap();
@@ -41,7 +39,7 @@ fn full_parquet_counts_labels_and_cache() {
 
 #[test]
 fn binary_sample_matches_parquet_sample_and_label_order() {
-    let Some(dir) = common::data("cifar10/sample") else {
+    let Some(dir) = testkit::shared_data("cifar10/sample") else {
         return;
     };
     let names = std::fs::read_to_string(dir.join("cifar-10-batches-bin/batches.meta.txt")).unwrap();
@@ -134,7 +132,7 @@ fn corrupt_parquet_and_missing_sources_name_the_file() {
 }
 
 fn sample_split() -> Option<cifar::Split> {
-    let dir = common::data("cifar10/sample")?;
+    let dir = testkit::shared_data("cifar10/sample")?;
     Some(cifar::load(&Source::Parquet(dir), None).unwrap().train)
 }
 
@@ -190,7 +188,7 @@ fn augmented_crops_are_windows_of_the_padded_image_and_flips_mirror() {
 
 #[test]
 fn validation_split_of_the_real_labels_is_balanced() {
-    let Some(dir) = common::data("cifar10") else {
+    let Some(dir) = testkit::shared_data("cifar10") else {
         return;
     };
     let data = cifar::load(

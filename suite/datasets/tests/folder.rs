@@ -1,7 +1,5 @@
 //! Image folders: written by the tests, and the real ImageNet sample (../shared/data/imagenet-sample).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -142,7 +140,7 @@ fn unreadable_images_name_the_file_or_are_skipped_and_counted() {
 
 #[test]
 fn real_imagenet_sample() {
-    let Some(root) = common::data("imagenet-sample/val") else {
+    let Some(root) = testkit::shared_data("imagenet-sample/val") else {
         return;
     };
     let f = ImageFolder::open(&root).unwrap();

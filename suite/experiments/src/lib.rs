@@ -1,15 +1,14 @@
 //! Experiments of the paper as data: configs and their validation, the paper's reference numbers,
 //! claims with verdicts, and results as polars tables written as CSV and parquet.
 //!
-//! This crate is the only one that knows polars; the crates that train (`nets`, later `trainer`)
-//! write plain files that land here.
+//! This crate and the reports are the only ones that know polars; the crates that train (`nets`,
+//! `trainer`) write plain files that land here. The paper's numbers come from the `paper` crate.
 
-pub mod paper;
 pub mod precision;
+pub mod registry;
 pub mod store;
 pub mod table1;
 pub mod text;
-mod tomlfile;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -80,6 +79,34 @@ pub enum Error {
     },
     #[error(transparent)]
     Model(#[from] nets::Error),
+    #[error(
+        "no experiment `{name}` is implemented (available: {available}; configs in {})",
+        .configs.display()
+    )]
+    UnknownExperiment {
+        name: String,
+        available: String,
+        configs: PathBuf,
+    },
+}
+
+impl From<paper::Error> for Error {
+    fn from(e: paper::Error) -> Self {
+        match e {
+            paper::Error::Io { path, source } => Self::Io { path, source },
+            paper::Error::Parse { path, key, message } => Self::Parse { path, key, message },
+            paper::Error::Invalid { path, key, msg } => Self::Invalid { path, key, msg },
+        }
+    }
+}
+
+impl From<files::Error> for Error {
+    fn from(e: files::Error) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 #[cfg(test)]

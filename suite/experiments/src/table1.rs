@@ -11,9 +11,9 @@ use nets::{Family, ModelSpec};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::paper::Paper;
 use crate::precision::within_printed_precision;
 use crate::{Error, Verdict};
+use paper::Paper;
 
 /// `configs/table1.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +73,7 @@ pub struct Table1 {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let config: Config = crate::tomlfile::read(path)?;
+        let config: Config = paper::read_toml(path)?;
         for (i, entry) in config.model.iter().enumerate() {
             entry
                 .name
@@ -217,6 +217,38 @@ fn row(spec: &ModelSpec, entry: &ModelEntry, paper: &Paper, tol: Tolerance) -> R
         checks: checks.join("; "),
         verdict: Verdict::all(verdicts),
     }
+}
+
+/// `suite reproduce table1`: the table, written as `<results>/table1/table1.{csv,parquet}`.
+pub fn reproduce(
+    context: &crate::registry::Context,
+) -> Result<crate::registry::Reproduction, Error> {
+    let table = run(context.configs)?;
+    let dir = context.results.join("table1");
+    let mut df = table.to_frame().map_err(|source| Error::Polars {
+        path: dir.clone(),
+        source,
+    })?;
+    let written = crate::store::write_table(&mut df, &dir, "table1")?;
+    let held = table
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Held)
+        .count();
+    let text = format!(
+        "(config {}, paper numbers from {})\n\n{}\n{held} of {} rows held.\n",
+        table.config_path.display(),
+        table.paper_path.display(),
+        table.to_markdown(),
+        table.rows.len()
+    );
+    Ok(crate::registry::Reproduction {
+        title: "Table 1: parameters and multiply-adds, measured vs paper".into(),
+        text,
+        rows: serde_json::to_value(&table.rows).expect("rows serialise"),
+        verdict: table.verdict(),
+        written,
+    })
 }
 
 impl Table1 {

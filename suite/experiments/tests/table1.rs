@@ -67,11 +67,10 @@ fn markdown_shows_paper_and_measured_side_by_side() {
 
 #[test]
 fn the_reference_copy_matches_the_shared_reference() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/paper.toml");
-    let Ok(shared) = std::fs::read(&shared) else {
-        eprintln!("skipped: no shared reference at {}", shared.display());
+    let Some(shared) = testkit::shared_reference() else {
         return;
     };
+    let shared = std::fs::read(shared).unwrap();
     assert_eq!(
         std::fs::read(configs().join("reference/paper.toml")).unwrap(),
         shared

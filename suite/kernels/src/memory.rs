@@ -6,13 +6,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 ///
 /// Every op allocates its output afresh. glibc serves blocks above its mmap threshold (128 KiB at
 /// first) with new mappings and unmaps them on free, so each step pays a page fault and a zeroed
-/// page for every 4 KiB of every activation (measured: ResNet-20 trained at 141 images/s without
-/// this setting and 161 with it, in back-to-back runs). Raising the thresholds lets freed blocks be
+/// page for every 4 KiB of every activation. Raising the thresholds lets freed blocks be
 /// reused; the peak stays that of the live buffers. The threshold can be raised to 32 MiB at most,
 /// and the ImageNet nets' activations are larger (51 MiB after ResNet-50's stem at batch 16), so
 /// mappings are turned off altogether: each unmapping also flushed the block from every CPU's
-/// TLB, and the stem max pool's forward and backward spent most of its time there (measured:
-/// 166 ms with mappings, 38 ms without). Call once at start-up; a no-op on other platforms and
+/// TLB, and the stem max pool's forward and backward spent most of its time there
+/// (`docs/performance.md` has the figures). Call once at start-up; a no-op on other platforms and
 /// allocators.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -31,8 +30,8 @@ pub fn keep_freed_memory() {
 ///
 /// glibc's malloc aligns blocks to 16 bytes, and at that alignment nearly every AVX-512 load along
 /// a row straddles two cache lines. `posix_memalign` aligns them too, but it splits the slack off
-/// each block as a free fragment of its own, and training's peak memory grew by half with it
-/// (ResNet-50 at batch 16: 1,998 to 3,145 MiB). This allocator instead asks malloc for 72 bytes
+/// each block as a free fragment of its own, and training's peak memory grew by half with it.
+/// This allocator instead asks malloc for 72 bytes
 /// more and keeps the block's start in the word before the aligned address, so malloc sees
 /// ordinary requests. Smaller blocks, and those that need more than a cache line's alignment, go
 /// to the system allocator unchanged.

@@ -7,6 +7,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::rel_diff;
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("the `cuda` feature's tests need CUDA GPU 0")
@@ -16,21 +17,6 @@ fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let n = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
-/// max |a - b| / (1 + max |b|), with `a` moved to the CPU first.
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_device(&Device::Cpu).unwrap();
-    assert_eq!(a.dims(), b.dims());
-    let max = |t: Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max((&a - b).unwrap()) / (1.0 + max(b.clone()))
 }
 
 /// Output and both gradients of `sum(conv2d(x, w) * probe)`, on the device the inputs are on.

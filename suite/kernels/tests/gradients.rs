@@ -6,32 +6,12 @@ use candle_core::{Device, IndexOp, Result, Tensor, Var};
 use kernels::ConvAlgorithm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::rel_diff;
 
 fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let n = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
-/// max |a - b| / (1 + max |b|).
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / (1.0 + scale)
 }
 
 /// Runs `f` on fresh variables, backpropagates `sum(f(...) * probe)`, returns the output and gradients.

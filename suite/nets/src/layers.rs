@@ -35,7 +35,8 @@ pub trait Traced {
 }
 
 /// Which implementation of the training ops (conv, batch norm, ReLU) the layers run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// The `kernels` crate's conv, fused batch norm + ReLU, one-pass ReLU and (in training) fused
     /// runs of basic blocks, wherever the tensors are f32 on the CPU. On CUDA (builds with the

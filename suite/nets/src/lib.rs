@@ -76,6 +76,15 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+impl From<files::Error> for Error {
+    fn from(e: files::Error) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Parameters and multiply-adds of `spec` for one `height` x `width` image, from the same module
 /// graph that trains (built with zero-filled parameters: no random draws, no device).
 pub fn cost_of(spec: &ModelSpec, height: usize, width: usize) -> Cost {
@@ -115,4 +124,50 @@ impl Model {
         let side = self.net.spec().default_input_size();
         self.net.cost(side, side)
     }
+}
+
+/// One model of [`all_models`] as `suite list models` shows it: its shape and its cost at its
+/// default input size.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub family: &'static str,
+    pub depth: usize,
+    pub residual: bool,
+    pub shortcut: Option<char>,
+    pub block: &'static str,
+    pub input_size: usize,
+    pub params: u64,
+    pub flops: u64,
+}
+
+/// Every model of [`all_models`], summarised.
+pub fn summaries() -> Vec<ModelSummary> {
+    all_models()
+        .into_iter()
+        .map(|spec| {
+            let side = spec.default_input_size();
+            let cost = cost_of(&spec, side, side);
+            ModelSummary {
+                name: spec.to_string(),
+                family: if spec.is_cifar() {
+                    "cifar10"
+                } else {
+                    "imagenet"
+                },
+                depth: spec.depth(),
+                residual: spec.residual,
+                shortcut: spec
+                    .residual
+                    .then(|| spec.shortcut.letter().to_ascii_uppercase()),
+                block: match spec.block_kind() {
+                    BlockKind::Basic => "basic",
+                    BlockKind::Bottleneck => "bottleneck",
+                },
+                input_size: side,
+                params: cost.params,
+                flops: cost.flops,
+            }
+        })
+        .collect()
 }

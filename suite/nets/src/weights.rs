@@ -30,8 +30,7 @@ pub fn trainable(vars: &VarMap) -> Vec<(String, Var)> {
     out
 }
 
-/// Writes every tensor of `vars` (parameters and BN statistics) to `path`, atomically: a temporary
-/// file in the same directory is renamed over `path` once complete.
+/// Writes every tensor of `vars` (parameters and BN statistics) to `path`, atomically.
 pub fn save(vars: &VarMap, path: &Path) -> Result<(), Error> {
     let tensors: HashMap<String, Tensor> = {
         let data = vars.data().lock().expect("var map lock poisoned");
@@ -39,32 +38,11 @@ pub fn save(vars: &VarMap, path: &Path) -> Result<(), Error> {
             .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<_>>()?
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |source: std::io::Error| Error::Io {
+    let bytes = safetensors::serialize(&tensors, None).map_err(|e| Error::Read {
         path: path.to_path_buf(),
-        source,
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".weights-").suffix(".tmp");
-    // Readable like any other file the user writes (temporary files start private).
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let tmp = builder.tempfile_in(dir).map_err(io)?;
-    candle_core::safetensors::save(&tensors, tmp.path()).map_err(|source| Error::Read {
-        path: tmp.path().to_path_buf(),
-        source,
+        source: e.into(),
     })?;
-    // The save above re-creates the file, private again.
-    #[cfg(unix)]
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    files::write_atomic(path, &bytes)?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::ModuleT;
 use nets::{Model, ModelSpec, all_models, weights};
+use testkit::max_abs_diff;
 
 fn model(name: &str, seed: u64) -> Model {
     Model::new(name.parse().unwrap(), seed, &Device::Cpu).unwrap()
@@ -15,17 +16,6 @@ fn images(n: usize, side: usize, seed: u64) -> Tensor {
         .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0)
         .collect();
     Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.sub(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

@@ -1,5 +1,8 @@
-//! `suite`: the resnet-repro command line. One command per paper artefact
-//! (`suite reproduce table1`), plus listing, inference and (as they arrive) training and reports.
+//! `suite`: the resnet-repro command line. One command per paper artefact (`suite reproduce
+//! table1`), plus listing, training runs, benchmarks, data and inference.
+//!
+//! Each command parses its arguments, calls the library crates and prints: the logic lives in
+//! `experiments`, `trainer`, `datasets` and `nets`, so other front ends (CI, a cluster task) reuse it.
 //!
 //! Exit codes: 0 success and every claim held; 1 a claim of the paper failed; 2 an error.
 

@@ -405,14 +405,10 @@ fn init_writes_the_seeded_initial_weights() {
     .unwrap();
     let fresh = nets::Model::new("resnet20".parse().unwrap(), 4, &Device::Cpu).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
-    let diff = (loaded.net.forward_t(&x, false).unwrap() - fresh.net.forward_t(&x, false).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = testkit::max_abs_diff(
+        &loaded.net.forward_t(&x, false).unwrap(),
+        &fresh.net.forward_t(&x, false).unwrap(),
+    );
     assert_eq!(diff, 0.0);
 }
 

@@ -164,3 +164,61 @@ fn a_diverging_run_stops_with_an_error_and_keeps_its_last_checkpoint() {
         "{rows}"
     );
 }
+
+/// Waits until `dir/.lock` names `pid` as its holder.
+fn wait_for_lock(dir: &Path, pid: u32) {
+    let lock = dir.join(".lock");
+    let start = Instant::now();
+    let holder = format!("pid {pid} ");
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.starts_with(&holder)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "process {pid} never took the lock on {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_second_process_on_a_live_run_directory_is_refused_and_a_killed_ones_lock_is_not() {
+    let Some(sample) = shared_data("cifar10/sample") else {
+        return;
+    };
+    let data = format!("cifar10={}", sample.display());
+    let dir = Dir::default();
+    // Long enough that the first process is still training when the others start.
+    let args = [
+        "train",
+        "--model",
+        "resnet8",
+        "--iterations",
+        "1000000",
+        "--batch",
+        "8",
+        "--quiet",
+        "--data",
+        &data,
+        "--out",
+        "busy",
+    ];
+    let mut first = dir.command(&args).spawn().unwrap();
+    wait_for_lock(&dir.join("busy"), first.id());
+
+    let err = dir.suite(&args).code(2).stderr();
+    assert!(err.contains("busy"), "{err}");
+    assert!(err.contains("in use by another live process"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first process was disturbed"
+    );
+
+    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.wait().unwrap();
+    let mut second = dir.command(&args).spawn().unwrap();
+    wait_for_lock(&dir.join("busy"), second.id());
+    assert!(second.try_wait().unwrap().is_none());
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -63,16 +63,7 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The shared data directory beside the repository, where it exists.
-pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let path = repo().join("../shared/data").join(rel);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent", path.display());
-        None
-    }
-}
+pub use testkit::shared_data;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

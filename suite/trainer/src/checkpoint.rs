@@ -4,7 +4,7 @@
 //! crash at any moment leaves either the previous checkpoint or the new one, never a mix.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -56,26 +56,13 @@ pub fn save(
             serde_json::to_string(state).expect("state serialises"),
         ),
     ]);
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = parent(path);
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".checkpoint-").suffix(".tmp");
-    // Readable like any other file the user writes (temporary files start private).
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let tmp = builder.tempfile_in(dir).map_err(io)?;
     let bytes =
         safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
             .map_err(|e| Error::Checkpoint {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
             })?;
-    std::io::Write::write_all(&mut tmp.as_file(), &bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    files::write_atomic(path, &bytes)?;
     Ok(())
 }
 
@@ -148,10 +135,4 @@ pub fn restore(path: &Path, vars: &VarMap, tensors: &HashMap<String, Tensor>) ->
         var.set(saved)?;
     }
     Ok(())
-}
-
-fn parent(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

@@ -2,36 +2,88 @@
 
 use candle_core::Device;
 
-/// Opens the device `name` names. CUDA needs a build with the `cuda` feature; without it the error
-/// says so.
-pub fn open(name: &str) -> Result<Device, String> {
-    let ordinal = match name {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        _ => match name.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => n,
-            _ => {
-                return Err(format!(
-                    "unknown device `{name}`: expected cpu, cuda or cuda:N"
-                ));
-            }
-        },
-    };
-    if !candle_core::utils::cuda_is_available() {
-        return Err(format!(
-            "device `{name}`: this build has no CUDA support (rebuild with `--features cuda`)"
-        ));
-    }
-    Device::new_cuda(ordinal).map_err(|e| format!("device `{name}`: {e}"))
+use crate::Error;
+
+/// A device as the user names it on the command line and in run specs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DeviceName {
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by ordinal (`cuda` is `cuda:0`).
+    Cuda(usize),
 }
 
-/// The canonical name of `device`, as [`open`] accepts it.
-pub fn name(device: &Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+impl DeviceName {
+    /// Opens the device. CUDA needs a build with the `cuda` feature; without it the error says so.
+    pub fn open(self) -> Result<Device, Error> {
+        let ordinal = match self {
+            Self::Cpu => return Ok(Device::Cpu),
+            Self::Cuda(n) => n,
+        };
+        let err = |msg: String| Error::Device {
+            name: self.to_string(),
+            msg,
+        };
+        if !candle_core::utils::cuda_is_available() {
+            return Err(err(
+                "this build has no CUDA support (rebuild with `--features cuda`)".into(),
+            ));
+        }
+        Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
     }
+
+    /// The name of an open device.
+    pub fn of(device: &Device) -> Self {
+        match device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => Self::Cuda(gpu_id),
+            // The suite opens no other kind of device.
+            _ => Self::Cpu,
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match name.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device `{name}`: expected cpu, cuda or cuda:N"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The canonical name of `device`, as [`DeviceName`] parses it.
+pub fn name(device: &Device) -> String {
+    DeviceName::of(device).to_string()
 }
 
 #[cfg(test)]
@@ -39,15 +91,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_parse_and_bad_ones_say_what_is_expected() {
-        assert!(open("cpu").unwrap().is_cpu());
+    fn names_parse_round_trip_and_bad_ones_say_what_is_expected() {
+        assert_eq!("cpu".parse(), Ok(DeviceName::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceName::Cuda(0)));
+        assert_eq!(
+            "cuda:3".parse::<DeviceName>().unwrap().to_string(),
+            "cuda:3"
+        );
+        assert!(DeviceName::Cpu.open().unwrap().is_cpu());
         assert_eq!(name(&Device::Cpu), "cpu");
-        let err = open("gpu").unwrap_err();
+        let err = "gpu".parse::<DeviceName>().unwrap_err();
         assert!(err.contains("cpu, cuda or cuda:N"), "{err}");
-        let err = open("cuda:x").unwrap_err();
+        let err = "cuda:x".parse::<DeviceName>().unwrap_err();
         assert!(err.contains("cuda:N"), "{err}");
         if !candle_core::utils::cuda_is_available() {
-            assert!(open("cuda:0").unwrap_err().contains("--features cuda"));
+            let err = DeviceName::Cuda(0).open().unwrap_err().to_string();
+            assert!(
+                err.contains("cuda:0") && err.contains("--features cuda"),
+                "{err}"
+            );
         }
+        let json = serde_json::to_string(&DeviceName::Cuda(1)).unwrap();
+        assert_eq!(json, "\"cuda:1\"");
+        assert_eq!(
+            serde_json::from_str::<DeviceName>(&json).unwrap(),
+            DeviceName::Cuda(1)
+        );
+        assert!(serde_json::from_str::<DeviceName>("\"tpu\"").is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! The crate writes plain files (JSON, CSV, safetensors) and depends on neither polars nor
 //! plotters, so a run can be shipped alone to a GPU box or a cluster node.
 
+pub mod bench;
 pub mod checkpoint;
 mod data;
 pub mod device;
@@ -16,6 +17,8 @@ pub mod schedule;
 pub mod spec;
 pub mod step;
 
+pub use device::DeviceName;
+
 use std::path::{Path, PathBuf};
 
 pub use optim::{Sgd, SgdConfig};
@@ -26,8 +29,27 @@ pub use spec::{DataSpec, RunSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("run spec: {0}")]
-    Spec(String),
+    /// A run spec, schedule or option the trainer cannot run; `path` is the file it came from.
+    #[error(
+        "{}`{key}`: {msg}",
+        .path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+    )]
+    Invalid {
+        path: Option<PathBuf>,
+        key: String,
+        msg: String,
+    },
+    #[error("device `{name}`: {msg}")]
+    Device { name: String, msg: String },
+    /// The paper's reference file (for the protocol) or a TOML spec could not be read.
+    #[error(transparent)]
+    Config(#[from] paper::Error),
+    /// Another live process is writing the run directory.
+    #[error(transparent)]
+    Locked(#[from] files::LockError),
+    /// The data loader's stream ended before the run's last iteration.
+    #[error("the training stream ended at iteration {iteration}")]
+    StreamEnded { iteration: u64 },
     #[error(
         "{} holds a different run (its spec.json differs); choose another directory or remove it",
         .dir.display()
@@ -69,31 +91,44 @@ impl From<datasets::Error> for Error {
     }
 }
 
+impl From<files::Error> for Error {
+    fn from(e: files::Error) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl Error {
+    /// An [`Error::Invalid`] about `key`, not yet tied to a file.
+    pub fn invalid(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: None,
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// The same error, naming `path` as the file it came from where it names none yet.
+    pub fn in_file(self, path: &Path) -> Self {
+        match self {
+            Self::Invalid {
+                path: None,
+                key,
+                msg,
+            } => Self::Invalid {
+                path: Some(path.to_path_buf()),
+                key,
+                msg,
+            },
+            other => other,
+        }
+    }
+}
+
 impl From<nets::Error> for Error {
     fn from(e: nets::Error) -> Self {
         Self::Model(Box::new(e))
     }
-}
-
-/// Writes `bytes` to `path` through a synced temporary file in the same directory and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".tmp-");
-    // Readable like any other file the user writes (temporary files start private).
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
 }

@@ -126,7 +126,7 @@ impl MetricsFile {
             text.push_str(&row.to_csv());
             text.push('\n');
         }
-        crate::write_atomic(path, text.as_bytes())?;
+        files::write_atomic(path, text.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)

@@ -3,40 +3,11 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use paper::Paper;
 
+use crate::Error;
 use crate::optim::SgdConfig;
 use crate::schedule::Schedule;
-
-#[derive(Debug, Deserialize)]
-struct PaperFile {
-    cifar10: Cifar10Section,
-}
-
-#[derive(Debug, Deserialize)]
-struct Cifar10Section {
-    training: Training,
-}
-
-#[derive(Debug, Deserialize)]
-struct Training {
-    batch_size: usize,
-    lr_initial: f64,
-    lr_divisor: f64,
-    lr_drop_iterations: Vec<u64>,
-    stop_iteration: u64,
-    weight_decay: f64,
-    momentum: f64,
-    resnet110_warmup: Warmup,
-}
-
-#[derive(Debug, Deserialize)]
-struct Warmup {
-    warmup_lr: f64,
-    /// e.g. "training error below 80%".
-    until: String,
-    then_lr: f64,
-}
 
 /// §4.2's protocol: batch, optimiser, the multi-step schedule and ResNet-110's warm-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,26 +25,35 @@ pub struct CifarProtocol {
 }
 
 impl CifarProtocol {
-    /// Reads the protocol from the reference file; errors name the file and what is missing.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read the paper's reference: {e}", path.display()))?;
-        let file: PaperFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let t = file.cifar10.training;
+    /// Reads the protocol from the reference file; errors name the file and the key.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        Self::from_paper(&Paper::load(path)?, path)
+    }
+
+    /// The protocol of `paper`, read from `path`; checks what the trainer relies on.
+    pub fn from_paper(paper: &Paper, path: &Path) -> Result<Self, Error> {
+        let t = &paper.cifar10.training;
+        let invalid = |key: &str, msg: String| Error::Invalid {
+            path: Some(path.to_path_buf()),
+            key: format!("cifar10.training.{key}"),
+            msg,
+        };
         let until = parse_percent_below(&t.resnet110_warmup.until).ok_or_else(|| {
-            format!(
-                "{}: cifar10.training.resnet110_warmup.until: expected \"training error below N%\", got {:?}",
-                path.display(),
-                t.resnet110_warmup.until
+            invalid(
+                "resnet110_warmup.until",
+                format!(
+                    "expected \"training error below N%\", got {:?}",
+                    t.resnet110_warmup.until
+                ),
             )
         })?;
         if t.resnet110_warmup.then_lr != t.lr_initial {
-            return Err(format!(
-                "{}: the warm-up continues at {}, the schedule starts at {}: expected the same rate",
-                path.display(),
-                t.resnet110_warmup.then_lr,
-                t.lr_initial
+            return Err(invalid(
+                "resnet110_warmup.then_lr",
+                format!(
+                    "the warm-up continues at {}, the schedule starts at {}: expected the same rate",
+                    t.resnet110_warmup.then_lr, t.lr_initial
+                ),
             ));
         }
         Ok(Self {
@@ -84,7 +64,7 @@ impl CifarProtocol {
             },
             lr: t.lr_initial,
             factor: 1.0 / t.lr_divisor,
-            drops: t.lr_drop_iterations,
+            drops: t.lr_drop_iterations.clone(),
             iterations: t.stop_iteration,
             warmup_lr: t.resnet110_warmup.warmup_lr,
             warmup_until_error: until,
@@ -128,7 +108,7 @@ mod tests {
     use super::*;
 
     fn reference() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reference/paper.toml")
+        Paper::repository_file()
     }
 
     #[test]
@@ -182,12 +162,13 @@ mod tests {
             text.replace("until = \"training error below 80%\"", "until = \"soon\""),
         )
         .unwrap();
-        let err = CifarProtocol::read(&path).unwrap_err();
+        let err = CifarProtocol::read(&path).unwrap_err().to_string();
         assert!(
             err.contains("paper.toml") && err.contains("resnet110_warmup.until"),
             "{err}"
         );
-        std::fs::write(&path, "x = 1").unwrap();
-        assert!(CifarProtocol::read(&path).unwrap_err().contains("cifar10"));
+        std::fs::write(&path, "schema_version = 1").unwrap();
+        let err = CifarProtocol::read(&path).unwrap_err().to_string();
+        assert!(err.contains("paper.toml"), "{err}");
     }
 }

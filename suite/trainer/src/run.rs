@@ -39,6 +39,36 @@ pub struct Provenance {
     pub git_commit: Option<String>,
 }
 
+impl Provenance {
+    /// This software: `suite_version` and the commit of the git checkout the process runs in
+    /// (`+dirty` with local changes; `None` outside a checkout or without git).
+    pub fn detect(suite_version: &str) -> Self {
+        Self {
+            suite_version: suite_version.into(),
+            git_commit: git_commit(),
+        }
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = out(&["rev-parse", "HEAD"])?;
+    let dirty =
+        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    })
+}
+
 /// The final figures of a finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -132,8 +162,11 @@ fn claim_directory(spec: &RunSpec, dir: &Path) -> Result<(), Error> {
     let path = dir.join(SPEC_FILE);
     if path.is_file() {
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let existing: RunSpec = serde_json::from_str(&text)
-            .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+        let existing: RunSpec = serde_json::from_str(&text).map_err(|e| Error::Invalid {
+            path: Some(path.clone()),
+            key: ".".into(),
+            msg: format!("not a run spec: {e}"),
+        })?;
         if existing != *spec {
             return Err(Error::SpecMismatch {
                 dir: dir.to_path_buf(),
@@ -142,7 +175,7 @@ fn claim_directory(spec: &RunSpec, dir: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let json = serde_json::to_string_pretty(spec).expect("a spec serialises");
-    crate::write_atomic(&path, json.as_bytes())
+    Ok(files::write_atomic(&path, json.as_bytes())?)
 }
 
 /// Mean cross-entropy and error rate over the evaluation loader, BN in evaluation mode.
@@ -179,20 +212,17 @@ pub fn run(
     provenance: &Provenance,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, Error> {
-    spec.validate().map_err(Error::Spec)?;
+    spec.validate()?;
+    // Held until the run returns: a second process on the same directory stops here.
+    let _lock = files::DirLock::acquire(dir)?;
     claim_directory(spec, dir)?;
     if let Some(summary) = read_summary(dir)? {
         return Ok(Outcome::AlreadyFinished(summary));
     }
-    let model_spec: nets::ModelSpec = spec
-        .model
-        .parse()
-        .map_err(|e| Error::Spec(format!("model: {e}")))?;
-    let device = crate::device::open(&spec.device).map_err(Error::Spec)?;
+    let model_spec = spec.model_spec()?;
+    let device = spec.device.open()?;
     let mut model = nets::Model::new(model_spec, spec.seed, &device)?;
-    model
-        .net
-        .set_kernels(spec.kernels.parse().map_err(Error::Spec)?);
+    model.net.set_kernels(spec.kernels);
     let mut sgd = Sgd::new(nets::weights::trainable(&model.vars), spec.optimizer)?;
 
     let checkpoint_path = dir.join(CHECKPOINT_FILE);
@@ -222,9 +252,9 @@ pub fn run(
     });
     while state.iteration < spec.iterations {
         let step_start = Instant::now();
-        let batch = stream
-            .next()
-            .ok_or_else(|| Error::Spec("the training stream ended".into()))??;
+        let batch = stream.next().ok_or(Error::StreamEnded {
+            iteration: state.iteration,
+        })??;
         let lr = spec.schedule.lr(state.iteration, &state.schedule);
         let outcome = train_step(&model.net, &mut sgd, &batch.images, &batch.labels, lr)?;
         if !outcome.loss.is_finite() {
@@ -283,8 +313,11 @@ pub fn run(
     }
     drop(stream);
 
-    let last =
-        last_row.ok_or_else(|| Error::Spec("the run finished without a metrics row".into()))?;
+    // A session that trains ends on a row; one that trains nothing relies on the kept rows.
+    let last = last_row.ok_or_else(|| Error::Metrics {
+        path: dir.join(METRICS_FILE),
+        msg: "the checkpoint is at the last iteration but no metrics row is left".into(),
+    })?;
     // A run whose last session only re-read a finished checkpoint still has its final evaluation
     // in the last row.
     let (final_test_loss, final_test_error) = match (last.test_loss, last.test_error) {
@@ -308,7 +341,7 @@ pub fn run(
         wall_s: state.wall_s,
         images_per_s: (state.iteration * spec.batch_size as u64) as f64 / state.wall_s,
         device: crate::device::name(&device),
-        kernels: spec.kernels.clone(),
+        kernels: spec.kernels.to_string(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         resumes: state.resumes,
         data_checksum: data.checksum,
@@ -320,7 +353,7 @@ pub fn run(
             .map_or(0, |d| d.as_secs()),
     };
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
-    crate::write_atomic(&dir.join(SUMMARY_FILE), json.as_bytes())?;
+    files::write_atomic(&dir.join(SUMMARY_FILE), json.as_bytes())?;
     Ok(Outcome::Finished(summary))
 }
 

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Schedule {
@@ -65,8 +67,20 @@ pub struct ScheduleState {
 }
 
 impl Schedule {
-    /// Checks the numbers make sense; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the numbers make sense; the error names the key (`schedule.then.lr`).
+    pub fn validate(&self) -> Result<(), Error> {
+        self.validate_at("schedule")
+    }
+
+    fn validate_at(&self, at: &str) -> Result<(), Error> {
+        let invalid = |field: &str, msg: String| Error::invalid(format!("{at}.{field}"), msg);
+        let positive = |field: &str, value: f64| {
+            if value > 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(invalid(field, format!("must be positive, got {value}")))
+            }
+        };
         match self {
             Self::MultiStep {
                 lr,
@@ -76,8 +90,9 @@ impl Schedule {
                 positive("lr", *lr)?;
                 positive("factor", *factor)?;
                 if milestones.windows(2).any(|w| w[0] > w[1]) {
-                    return Err(format!(
-                        "milestones must be in increasing order, got {milestones:?}"
+                    return Err(invalid(
+                        "milestones",
+                        format!("must be in increasing order, got {milestones:?}"),
                     ));
                 }
                 Ok(())
@@ -89,14 +104,18 @@ impl Schedule {
             } => {
                 positive("lr", *lr)?;
                 if !(0.0..=1.0).contains(until_train_error) {
-                    return Err(format!(
-                        "until_train_error is a fraction in [0, 1], got {until_train_error}"
+                    return Err(invalid(
+                        "until_train_error",
+                        format!("is a fraction in [0, 1], got {until_train_error}"),
                     ));
                 }
                 if matches!(**then, Self::Warmup { .. }) {
-                    return Err("a warm-up cannot be followed by another warm-up".into());
+                    return Err(invalid(
+                        "then",
+                        "a warm-up cannot be followed by another warm-up".into(),
+                    ));
                 }
-                then.validate()
+                then.validate_at(&format!("{at}.then"))
             }
             Self::Plateau {
                 lr,
@@ -108,10 +127,13 @@ impl Schedule {
                 positive("lr", *lr)?;
                 positive("factor", *factor)?;
                 if *patience == 0 {
-                    return Err("patience must be at least 1 evaluation".into());
+                    return Err(invalid("patience", "must be at least 1 evaluation".into()));
                 }
                 if *threshold < 0.0 || *min_lr < 0.0 {
-                    return Err("threshold and min_lr cannot be negative".into());
+                    return Err(invalid(
+                        "threshold",
+                        "threshold and min_lr cannot be negative".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -177,14 +199,6 @@ impl Schedule {
             Self::Warmup { then, .. } if state.warmed_up => then.observe_eval_error(error, state),
             _ => {}
         }
-    }
-}
-
-fn positive(name: &str, value: f64) -> Result<(), String> {
-    if value > 0.0 && value.is_finite() {
-        Ok(())
-    } else {
-        Err(format!("{name} must be positive, got {value}"))
     }
 }
 
@@ -281,7 +295,8 @@ mod tests {
             milestones: vec![48_000, 32_000],
             factor: 0.1,
         };
-        assert!(bad.validate().unwrap_err().contains("milestones"));
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("`schedule.milestones`"), "{err}");
         let err = toml::from_str::<Schedule>("kind = \"cosine\"\nlr = 0.1\n").unwrap_err();
         assert!(err.to_string().contains("cosine"), "{err}");
     }

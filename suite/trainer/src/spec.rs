@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use nets::Kernels;
+
+use crate::Error;
+use crate::device::DeviceName;
 use crate::optim::SgdConfig;
 use crate::protocol::CifarProtocol;
 use crate::schedule::Schedule;
@@ -28,11 +32,11 @@ pub struct RunSpec {
     #[serde(default)]
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub device: String,
-    /// `fast` (the kernels crate's CPU ops) or `stock` (candle's).
-    #[serde(default = "default_kernels")]
-    pub kernels: String,
+    #[serde(default)]
+    pub device: DeviceName,
+    /// `fast` (the kernels crate's ops) or `stock` (candle's).
+    #[serde(default)]
+    pub kernels: Kernels,
     /// Iterations per metrics row (training loss and error are averaged over these).
     #[serde(default = "default_log_every")]
     pub log_every: u64,
@@ -46,12 +50,6 @@ pub struct RunSpec {
 
 fn default_batch() -> usize {
     128
-}
-fn default_device() -> String {
-    "cpu".into()
-}
-fn default_kernels() -> String {
-    "fast".into()
 }
 fn default_log_every() -> u64 {
     100
@@ -118,8 +116,8 @@ impl RunSpec {
             schedule,
             optimizer: protocol.optimizer,
             seed: 0,
-            device: default_device(),
-            kernels: default_kernels(),
+            device: DeviceName::Cpu,
+            kernels: Kernels::Fast,
             log_every: default_log_every(),
             eval_every: default_eval_every(),
             checkpoint_every: default_checkpoint_every(),
@@ -127,53 +125,69 @@ impl RunSpec {
     }
 
     /// Reads a spec from TOML (`.toml`) or JSON (anything else); errors name the file and the key.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read the run spec: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, Error> {
         let spec: Self = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            paper::read_toml(path)?
         } else {
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let de = &mut serde_json::Deserializer::from_str(&text);
+            serde_path_to_error::deserialize(de).map_err(|e| Error::Invalid {
+                path: Some(path.to_path_buf()),
+                key: e.path().to_string(),
+                msg: e.into_inner().to_string(),
+            })?
         };
-        spec.validate()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        spec.validate().map_err(|e| e.in_file(path))?;
         Ok(spec)
     }
 
     /// Checks what serde cannot: names that must parse, and intervals that must line up.
-    pub fn validate(&self) -> Result<(), String> {
-        self.model
-            .parse::<nets::ModelSpec>()
-            .map_err(|e| format!("model: {e}"))?;
-        self.kernels
-            .parse::<nets::Kernels>()
-            .map_err(|e| format!("kernels: {e}"))?;
+    pub fn validate(&self) -> Result<(), Error> {
+        self.model_spec()?;
         if self.data.dataset != "cifar10" {
-            return Err(format!(
-                "data.dataset: `{}` is not a dataset the trainer runs (expected `cifar10`)",
-                self.data.dataset
+            return Err(Error::invalid(
+                "data.dataset",
+                format!(
+                    "`{}` is not a dataset the trainer runs (expected `cifar10`)",
+                    self.data.dataset
+                ),
             ));
         }
-        if self.batch_size == 0 || self.iterations == 0 {
-            return Err("batch_size and iterations must be at least 1".into());
+        for (key, value) in [
+            ("batch_size", self.batch_size as u64),
+            ("iterations", self.iterations),
+            ("log_every", self.log_every),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(key, "must be at least 1"));
+            }
         }
-        if self.log_every == 0 || self.checkpoint_every == 0 {
-            return Err("log_every and checkpoint_every must be at least 1".into());
-        }
-        for (name, value) in [
+        for (key, value) in [
             ("eval_every", self.eval_every),
             ("checkpoint_every", self.checkpoint_every),
         ] {
             if value % self.log_every != 0 {
-                return Err(format!(
-                    "{name} ({value}) must be a multiple of log_every ({})",
-                    self.log_every
+                return Err(Error::invalid(
+                    key,
+                    format!(
+                        "{value} must be a multiple of log_every ({})",
+                        self.log_every
+                    ),
                 ));
             }
         }
-        self.schedule
-            .validate()
-            .map_err(|e| format!("schedule: {e}"))
+        self.schedule.validate()
+    }
+
+    /// The parsed model name.
+    pub fn model_spec(&self) -> Result<nets::ModelSpec, Error> {
+        self.model
+            .parse()
+            .map_err(|e: nets::Error| Error::invalid("model", e.to_string()))
     }
 
     /// A short name for the run's directory: model, seed and a hash of the whole spec, so two
@@ -191,10 +205,7 @@ mod tests {
     use super::*;
 
     fn protocol() -> CifarProtocol {
-        CifarProtocol::read(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reference/paper.toml"),
-        )
-        .unwrap()
+        CifarProtocol::read(&paper::Paper::repository_file()).unwrap()
     }
 
     #[test]
@@ -210,9 +221,14 @@ mod tests {
         );
         let mut bad = RunSpec::cifar(&p, "resnet20", 2000, None);
         bad.eval_every = 250;
-        assert!(bad.validate().unwrap_err().contains("eval_every (250)"));
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("`eval_every`: 250"), "{err}");
         bad.model = "resnet21".into();
-        assert!(bad.validate().unwrap_err().starts_with("model:"));
+        let err = bad.validate().unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { key, .. } if key == "model"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -228,8 +244,15 @@ mod tests {
             "model = \"resnet20\"\niterations = 10\nbatch = 4\n[data]\ndataset = \"cifar10\"\n[schedule]\nkind = \"multi-step\"\nlr = 0.1\nmilestones = []\n",
         )
         .unwrap();
-        let err = RunSpec::read(&toml_path).unwrap_err();
+        let err = RunSpec::read(&toml_path).unwrap_err().to_string();
         assert!(err.contains("run.toml") && err.contains("batch"), "{err}");
+        let json_path = dir.path().join("bad.json");
+        let text = serde_json::to_string(&spec)
+            .unwrap()
+            .replace("\"fast\"", "\"quick\"");
+        std::fs::write(&json_path, text).unwrap();
+        let err = RunSpec::read(&json_path).unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("kernels"), "{err}");
         // The id changes with anything in the spec.
         let mut other = spec.clone();
         other.batch_size = 64;

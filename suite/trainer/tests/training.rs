@@ -9,18 +9,9 @@ use candle_nn::ModuleT;
 use trainer::step::train_step;
 use trainer::{Sgd, SgdConfig};
 
-/// The shared data directory: `RESNET_REPRO_DATA`, else `../shared/data` beside the repository.
+/// The shared CIFAR-10 sample (see `testkit::shared_data`).
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RESNET_REPRO_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let sample = dir.join("cifar10/sample");
-    if sample.is_dir() {
-        Some(sample)
-    } else {
-        eprintln!("skipped: {} is absent", sample.display());
-        None
-    }
+    testkit::shared_data("cifar10/sample")
 }
 
 /// The first `n` sample training images, normalised by the sample's pixel mean, with labels.

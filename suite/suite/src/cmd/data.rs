@@ -1,12 +1,10 @@
 //! `suite data`: fetch datasets into the caches and say what is there.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use datasets::cifar;
-use serde::Serialize;
+use datasets::{cifar, info};
 
 use crate::cli::Global;
 
@@ -84,109 +82,15 @@ fn fetch(name: &str, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-struct SourceInfo {
-    name: String,
-    location: String,
-    available: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    files: Vec<FileInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    train: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    test: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    classes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sha256: Option<String>,
-    note: String,
-}
-
-#[derive(Serialize)]
-struct FileInfo {
-    path: String,
-    bytes: u64,
-}
-
-fn file_info(paths: &[PathBuf]) -> Vec<FileInfo> {
-    paths
-        .iter()
-        .map(|p| FileInfo {
-            path: p.display().to_string(),
-            bytes: std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-        })
-        .collect()
-}
-
-fn cifar_info(global: &Global) -> anyhow::Result<SourceInfo> {
-    let source = cifar_source(global)?;
-    let location = source.location().display().to_string();
-    let offline_files = match &source {
-        // Ask the hub cache only: `info` never downloads.
-        cifar::Source::Hub { .. } => cifar::hub_cached_files(),
-        _ => Some(source.files()?),
-    };
-    let Some(files) = offline_files else {
-        return Ok(SourceInfo {
-            name: "cifar10".into(),
-            location,
-            available: false,
-            files: Vec::new(),
-            train: None,
-            test: None,
-            classes: None,
-            images: None,
-            sha256: None,
-            note: "not in the hub cache: `suite data fetch cifar10` downloads it".into(),
-        });
-    };
-    let data = cifar::load(&source, Some(&cifar::default_cache_dir()))?;
-    Ok(SourceInfo {
-        name: "cifar10".into(),
-        location,
-        available: true,
-        files: file_info(
-            &files
-                .train
-                .iter()
-                .chain(&files.test)
-                .cloned()
-                .collect::<Vec<_>>(),
-        ),
-        train: Some(data.train.len()),
-        test: Some(data.test.len()),
-        classes: Some(cifar::CLASSES.len()),
-        images: None,
-        sha256: Some(data.checksum),
-        note: String::new(),
-    })
-}
-
-fn imagenet_info(path: &Path) -> anyhow::Result<SourceInfo> {
-    let folder = datasets::ImageFolder::open(path)?;
-    let files: Vec<PathBuf> = folder.samples.iter().map(|s| s.0.clone()).collect();
-    let bytes: u64 = file_info(&files).iter().map(|f| f.bytes).sum();
-    Ok(SourceInfo {
-        name: "imagenet".into(),
-        location: path.display().to_string(),
-        available: true,
-        files: Vec::new(),
-        train: None,
-        test: None,
-        classes: Some(folder.classes.len()),
-        images: Some(folder.len()),
-        sha256: Some(cifar::checksum(&files)?),
-        note: format!("{bytes} bytes of images"),
-    })
-}
-
 fn info(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
-    let mut sources = vec![cifar_info(global)?];
+    let mut sources = vec![info::cifar10(
+        &cifar_source(global)?,
+        &cifar::default_cache_dir(),
+    )?];
     if let Some(path) = global.data_path("imagenet") {
         sources.push(
-            imagenet_info(path).with_context(|| format!("--data imagenet={}", path.display()))?,
+            info::image_folder("imagenet", path)
+                .with_context(|| format!("--data imagenet={}", path.display()))?,
         );
     }
     if json {

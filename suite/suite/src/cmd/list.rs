@@ -2,9 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use serde::Serialize;
-
 use super::Format;
 use crate::cli::Global;
 
@@ -38,85 +35,20 @@ enum What {
     Models,
 }
 
-#[derive(Serialize)]
-struct ModelRow {
-    name: String,
-    family: &'static str,
-    depth: usize,
-    residual: bool,
-    shortcut: Option<char>,
-    block: &'static str,
-    input_size: usize,
-    params: u64,
-    flops: u64,
-}
-
-fn models() -> Vec<ModelRow> {
-    nets::all_models()
-        .into_iter()
-        .map(|spec| {
-            let side = spec.default_input_size();
-            let cost = nets::cost_of(&spec, side, side);
-            ModelRow {
-                name: spec.to_string(),
-                family: if spec.is_cifar() {
-                    "cifar10"
-                } else {
-                    "imagenet"
-                },
-                depth: spec.depth(),
-                residual: spec.residual,
-                shortcut: spec
-                    .residual
-                    .then(|| spec.shortcut.letter().to_ascii_uppercase()),
-                block: match spec.block_kind() {
-                    nets::BlockKind::Basic => "basic",
-                    nets::BlockKind::Bottleneck => "bottleneck",
-                },
-                input_size: side,
-                params: cost.params,
-                flops: cost.flops,
-            }
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-struct ExperimentRow {
-    name: String,
-    config: String,
-}
-
-fn experiments(global: &Global) -> anyhow::Result<Vec<ExperimentRow>> {
-    let dir = crate::paths::configs_dir(global.configs.as_deref());
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let name = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            rows.push(ExperimentRow {
-                name,
-                config: path.display().to_string(),
-            });
-        }
-    }
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(rows)
-}
-
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let show_experiments = matches!(args.what, What::All | What::Experiments);
     let show_models = matches!(args.what, What::All | What::Models);
     let exps = if show_experiments {
-        experiments(global)?
+        let dir = crate::paths::configs_dir(global.configs.as_deref());
+        experiments::registry::configs(&dir)?
     } else {
         Vec::new()
     };
-    let mods = if show_models { models() } else { Vec::new() };
+    let mods = if show_models {
+        nets::summaries()
+    } else {
+        Vec::new()
+    };
     if args.format == Format::Json {
         let value = match args.what {
             What::Experiments => serde_json::to_value(&exps)?,
@@ -129,7 +61,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if show_experiments {
         println!("Experiments (`suite reproduce NAME`):");
         for e in &exps {
-            println!("  {:<10} {}", e.name, e.config);
+            let what = e
+                .summary
+                .unwrap_or("(config only: not implemented in this build)");
+            println!("  {:<10} {what}", e.name);
+            println!("  {:<10} {}", "", e.config.display());
         }
     }
     if show_models {

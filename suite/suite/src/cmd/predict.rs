@@ -50,12 +50,6 @@ pub struct Args {
     json: bool,
 }
 
-/// torchvision's ImageNet normalisation (`transforms.Normalize` in its reference scripts).
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
-const RESIZE: u32 = 256;
-const CROP: u32 = 224;
-
 #[derive(Serialize)]
 struct Class {
     class: usize,
@@ -166,30 +160,11 @@ fn read_input_tensor(path: &Path) -> anyhow::Result<Tensor> {
     Ok(t.clone())
 }
 
-/// Resize the shorter side to 256, center-crop 224, normalise: a (3, 224, 224) tensor.
+/// The evaluation view of an image file (`datasets::folder::center_view`) as a (3, 224, 224) tensor.
 fn preprocess(path: &Path) -> anyhow::Result<Tensor> {
-    let img = image::open(path)
-        .with_context(|| format!("{}: not a readable image", path.display()))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    // torchvision's Resize(256): the shorter side becomes 256, the longer one int(256 * long / short).
-    let (nw, nh) = if w <= h {
-        (RESIZE, (RESIZE as u64 * h as u64 / w as u64) as u32)
-    } else {
-        ((RESIZE as u64 * w as u64 / h as u64) as u32, RESIZE)
-    };
-    let resized = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
-    let (left, top) = ((nw - CROP) / 2, (nh - CROP) / 2);
-    let crop = image::imageops::crop_imm(&resized, left, top, CROP, CROP).to_image();
-    let side = CROP as usize;
-    let mut chw = vec![0f32; 3 * side * side];
-    for (x, y, pixel) in crop.enumerate_pixels() {
-        for c in 0..3 {
-            let v = pixel[c] as f32 / 255.0;
-            chw[c * side * side + y as usize * side + x as usize] = (v - MEAN[c]) / STD[c];
-        }
-    }
-    Ok(Tensor::from_vec(chw, (3, side, side), &Device::Cpu)?)
+    let view = datasets::folder::center_view(&datasets::folder::decode(path)?);
+    let side = datasets::Transform::CENTER.crop_size() as usize;
+    Ok(Tensor::from_vec(view, (3, side, side), &Device::Cpu)?)
 }
 
 fn read_labels(path: &Path, classes: usize) -> anyhow::Result<Vec<String>> {

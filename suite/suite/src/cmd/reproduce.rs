@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use experiments::Verdict;
+use experiments::registry::{self, Context};
 
 use super::Format;
 use crate::cli::Global;
@@ -30,44 +31,20 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
-    match args.experiment.as_str() {
-        "table1" => table1(&args, global, &configs),
-        other => bail!(
-            "no experiment `{other}` is implemented yet (available: table1; configs in {})",
-            configs.display()
-        ),
-    }
-}
-
-fn table1(args: &Args, global: &Global, configs: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let table = experiments::table1::run(configs)?;
-    let mut df = table.to_frame()?;
-    let dir = global.results.join("table1");
-    let written = experiments::store::write_table(&mut df, &dir, "table1")?;
-    let verdict = table.verdict();
+    let context = Context {
+        configs: &configs,
+        results: &global.results,
+    };
+    let out = registry::reproduce(&args.experiment, &context)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&table.rows)?),
-        Format::Text => {
-            println!("Table 1: parameters and multiply-adds, measured vs paper");
-            println!(
-                "(config {}, paper numbers from {})\n",
-                table.config_path.display(),
-                table.paper_path.display()
-            );
-            print!("{}", table.to_markdown());
-            let held = table
-                .rows
-                .iter()
-                .filter(|r| r.verdict == experiments::Verdict::Held)
-                .count();
-            println!("\n{held} of {} rows held.", table.rows.len());
-        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&out.rows)?),
+        Format::Text => print!("{}\n{}", out.title, out.text),
     }
-    for path in written {
+    for path in &out.written {
         eprintln!("wrote {}", path.display());
     }
-    Ok(match verdict {
-        experiments::Verdict::Failed => ExitCode::from(1),
+    Ok(match out.verdict {
+        Verdict::Failed => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
 }

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use nets::Kernels;
 use trainer::metrics::Row;
-use trainer::{Observer, Outcome, RunSpec};
+use trainer::{DeviceName, Observer, Outcome, RunSpec};
 
 use crate::cli::Global;
 
@@ -52,10 +53,10 @@ pub struct TrainArgs {
     log_every: u64,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
-    device: String,
-    /// fast (the kernels crate's CPU ops) or stock (candle's own)
+    device: DeviceName,
+    /// fast (the kernels crate's ops) or stock (candle's own)
     #[arg(long, default_value = "fast")]
-    kernels: String,
+    kernels: Kernels,
     /// Train on 45k images and evaluate on the held-out 5k (how the paper chose its schedule)
     #[arg(long)]
     holdout: bool,
@@ -98,7 +99,7 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let data_path = global.data_path("cifar10").map(Path::to_path_buf);
     let reference =
         crate::paths::configs_dir(global.configs.as_deref()).join("reference/paper.toml");
-    let protocol = trainer::CifarProtocol::read(&reference).map_err(anyhow::Error::msg)?;
+    let protocol = trainer::CifarProtocol::read(&reference)?;
     let mut spec = RunSpec::cifar(&protocol, &args.model, args.iterations, data_path);
     if let Some(batch) = args.batch {
         spec.batch_size = batch;
@@ -112,7 +113,7 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
     spec.data.holdout = args.holdout;
     spec.data.train_subset = args.train_subset;
     spec.data.eval_subset = args.eval_subset;
-    spec.validate().map_err(anyhow::Error::msg)?;
+    spec.validate()?;
     let dir = args
         .out
         .unwrap_or_else(|| trainer::run::default_dir(&global.results.join("train"), &spec));
@@ -120,7 +121,7 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    let mut spec = RunSpec::read(&args.spec).map_err(anyhow::Error::msg)?;
+    let mut spec = RunSpec::read(&args.spec)?;
     if let Some(path) = global.data_path("cifar10") {
         spec.data.path = Some(path.to_path_buf());
     }
@@ -131,10 +132,7 @@ pub fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 fn execute(spec: &RunSpec, dir: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
-    let provenance = trainer::Provenance {
-        suite_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: git_commit(),
-    };
+    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
     let mut progress = Progress::new(quiet);
     let cache = datasets::cifar::default_cache_dir();
     let outcome = trainer::run(spec, dir, Some(&cache), &provenance, &mut progress)
@@ -160,27 +158,6 @@ fn execute(spec: &RunSpec, dir: &Path, quiet: bool) -> anyhow::Result<ExitCode> 
     );
     println!("run directory: {}", dir.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// The commit of the checkout the command runs in, `+dirty` when it has local changes; `None`
-/// outside a git checkout or without git.
-fn git_commit() -> Option<String> {
-    let out = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = out(&["rev-parse", "HEAD"])?;
-    let dirty =
-        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    Some(if dirty {
-        format!("{commit}+dirty")
-    } else {
-        commit
-    })
 }
 
 /// A progress bar with ETA, metrics rows printed above it.

@@ -6,15 +6,18 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-pub(crate) fn read<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
+/// Reads `path` as TOML into `T`; an error names the file, the key path (`runs[3].model`) and the
+/// line.
+pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    parse_toml(&text, path)
 }
 
-pub(crate) fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Error> {
+/// Parses `text`, read from `path`, as TOML into `T`.
+pub fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Error> {
     let parse_error = |key: String, e: toml::de::Error| Error::Parse {
         path: path.to_path_buf(),
         key,

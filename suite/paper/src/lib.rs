@@ -1,0 +1,195 @@
+//! The paper's numbers and protocols, read from `configs/reference/paper.toml` (a copy of the
+//! reference file transcribed from arXiv 1512.03385 v1), and the one TOML reader of the suite
+//! ([`read_toml`]), whose errors name the file, the key and the line.
+//!
+//! Every crate that needs a number of the paper reads it through [`Paper::load`]: the trainer its
+//! CIFAR protocol, the experiments their reference values. Only the sections the suite uses are
+//! typed here; the file holds more.
+
+mod tomlfile;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use tomlfile::{parse_toml, read_toml};
+
+/// A reference or config file that could not be read, parsed or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: `{key}`: {message}", .path.display())]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{}: `{key}`: {msg}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Paper {
+    pub schema_version: u32,
+    pub table1: Table1,
+    pub table6: Table6,
+    pub cifar10: Cifar10,
+}
+
+/// `[cifar10]`: the CIFAR-10 experiments' setup (§4.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cifar10 {
+    pub training: CifarTraining,
+}
+
+/// `[cifar10.training]`: the CIFAR-10 training protocol as the paper states it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CifarTraining {
+    pub batch_size: usize,
+    pub lr_initial: f64,
+    pub lr_divisor: f64,
+    pub lr_drop_iterations: Vec<u64>,
+    pub stop_iteration: u64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub resnet110_warmup: Warmup,
+}
+
+/// `[cifar10.training.resnet110_warmup]`: the 110- and 1202-layer nets' first phase.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Warmup {
+    pub warmup_lr: f64,
+    /// In the paper's words, e.g. "training error below 80%".
+    pub until: String,
+    pub then_lr: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table1 {
+    pub input_size: usize,
+    pub stage_widths: Vec<usize>,
+    pub bottleneck_expansion: usize,
+    pub model: Vec<Table1Model>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table1Model {
+    pub depth: usize,
+    pub block: String,
+    pub blocks_per_stage: Vec<usize>,
+    /// Multiply-adds for one 224x224 image.
+    pub flops: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table6 {
+    pub row: Vec<Table6Row>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table6Row {
+    pub method: String,
+    #[serde(default)]
+    pub baseline: bool,
+    pub layers: Option<usize>,
+    pub n: Option<usize>,
+    /// Parameters in millions, as printed.
+    pub params_m: Option<f64>,
+    /// Test error in percent (the best run where several were made).
+    pub error: f64,
+    pub error_mean: Option<f64>,
+    pub error_std: Option<f64>,
+}
+
+impl Paper {
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let paper: Paper = read_toml(path)?;
+        if paper.schema_version != Self::SCHEMA_VERSION {
+            return Err(Error::Invalid {
+                path: path.to_path_buf(),
+                key: "schema_version".into(),
+                msg: format!(
+                    "{} is not the supported version {}",
+                    paper.schema_version,
+                    Self::SCHEMA_VERSION
+                ),
+            });
+        }
+        Ok(paper)
+    }
+
+    /// The reference file of the repository this crate was built from, for tests and for a binary
+    /// run outside a checkout.
+    pub fn repository_file() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/reference/paper.toml")
+    }
+
+    /// Table 1's row for an ImageNet depth.
+    pub fn imagenet(&self, depth: usize) -> Option<&Table1Model> {
+        self.table1.model.iter().find(|m| m.depth == depth)
+    }
+
+    /// Table 6's ResNet row for a CIFAR depth.
+    pub fn cifar_resnet(&self, layers: usize) -> Option<&Table6Row> {
+        self.table6
+            .row
+            .iter()
+            .find(|r| !r.baseline && r.method == "ResNet" && r.layers == Some(layers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_file_reads_with_every_typed_section() {
+        let paper = Paper::load(&Paper::repository_file()).unwrap();
+        assert_eq!(
+            paper.imagenet(50).map(|m| m.block.as_str()),
+            Some("bottleneck")
+        );
+        assert!(
+            paper
+                .cifar_resnet(110)
+                .is_some_and(|r| r.error_mean.is_some())
+        );
+        assert_eq!(paper.cifar10.training.lr_drop_iterations, [32_000, 48_000]);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paper.toml");
+        let text = std::fs::read_to_string(Paper::repository_file()).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("stop_iteration = 64000", "stop_iteration = \"long\""),
+        )
+        .unwrap();
+        let err = Paper::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("paper.toml") && err.contains("cifar10.training.stop_iteration"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            text.replace("schema_version = 1", "schema_version = 9"),
+        )
+        .unwrap();
+        let err = Paper::load(&path).unwrap_err().to_string();
+        assert!(err.contains("schema_version"), "{err}");
+        let err = Paper::load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+}

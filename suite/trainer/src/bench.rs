@@ -1,0 +1,380 @@
+//! The benchmark harness behind `suite bench` and the regression checks: training throughput
+//! ([`train`]) and single-op timings ([`ops`]), measured the same way every time.
+//!
+//! Every timed run ends by waiting for the device, so a GPU's queued kernels are timed, not only
+//! their launch. Reports serialise to the JSON that `suite bench --json` prints and
+//! `bench/results/*.json` keep.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Module, VarBuilder, VarMap};
+use nets::layers::{BatchNorm, Conv2d};
+use nets::{Kernels, ModelSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{DeviceName, Error, Sgd};
+
+/// Training steps of one model on one random batch.
+#[derive(Debug, Clone)]
+pub struct TrainBench {
+    pub model: ModelSpec,
+    pub batch: usize,
+    pub device: DeviceName,
+    pub kernels: Kernels,
+    /// Untimed steps first.
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+}
+
+/// Images/s of full training steps (forward, cross-entropy, backward, momentum-SGD update).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub batch: usize,
+    pub device: String,
+    pub kernels: String,
+    pub threads: usize,
+    /// Median over the timed steps.
+    pub images_per_s: f64,
+    pub images_per_s_min: f64,
+    pub images_per_s_max: f64,
+    pub steps: usize,
+    /// The process's resident peak (Linux), which includes the model and the batch.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Runs `bench`, calling `on_step` with each timed step's seconds (for a progress display).
+pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport, Error> {
+    if bench.batch == 0 || bench.steps == 0 {
+        return Err(Error::invalid("batch, steps", "must be positive"));
+    }
+    let spec = bench.model;
+    let device = bench.device.open()?;
+    let mut model = nets::Model::new(spec, 0, &device)?;
+    model.net.set_kernels(bench.kernels);
+    let side = spec.default_input_size();
+    let images = Tensor::randn(0f32, 1.0, (bench.batch, 3, side, side), &device)?;
+    let labels: Vec<u32> = (0..bench.batch as u32)
+        .map(|i| i % spec.num_classes as u32)
+        .collect();
+    let labels = Tensor::new(labels, &device)?;
+    let mut sgd = Sgd::new(nets::weights::trainable(&model.vars), Default::default())?;
+    let throughput = crate::step::time_steps(
+        &model.net,
+        &mut sgd,
+        (&images, &labels),
+        (bench.warmup, bench.steps),
+        on_step,
+    )?;
+    Ok(TrainReport {
+        model: spec.to_string(),
+        batch: bench.batch,
+        device: bench.device.to_string(),
+        kernels: bench.kernels.to_string(),
+        threads: threads(),
+        images_per_s: throughput.median,
+        images_per_s_min: throughput.min,
+        images_per_s_max: throughput.max,
+        steps: throughput.steps,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The ops of one activation shape (batch x channels x size x size) and one conv.
+#[derive(Debug, Clone)]
+pub struct OpBench {
+    pub batch: usize,
+    /// Channels of the activations (the conv's input).
+    pub channels: usize,
+    /// The conv's output channels (the nets' strided convs double them).
+    pub out_channels: usize,
+    pub size: usize,
+    /// The conv's kernel size (padding keeps "same" geometry: `kernel / 2`).
+    pub kernel: usize,
+    pub stride: usize,
+    pub device: DeviceName,
+    pub kernels: Kernels,
+    /// Timed repetitions per op, after one warm-up.
+    pub repeats: usize,
+}
+
+/// One op's median time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpTiming {
+    pub op: String,
+    /// Median milliseconds per run.
+    pub ms: f64,
+    /// Where the op is a product (convs, sgemm): floating-point operations per second, in 1e9.
+    pub gflop_per_s: Option<f64>,
+}
+
+impl OpTiming {
+    fn new(op: &str, seconds: f64, flops: Option<u64>) -> Self {
+        Self {
+            op: op.into(),
+            ms: seconds * 1e3,
+            gflop_per_s: flops.map(|f| f as f64 / seconds / 1e9),
+        }
+    }
+}
+
+/// Timings of every op at one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpReport {
+    pub batch: usize,
+    pub channels: usize,
+    pub out_channels: usize,
+    pub size: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub device: String,
+    pub kernels: String,
+    pub threads: usize,
+    pub ops: Vec<OpTiming>,
+}
+
+/// Times a 3x3 conv's forward, input gradient and weight gradient (through candle's autograd, and
+/// with the fast kernels each pass alone), batch norm forward+backward, ReLU, the 3x3/2 max pool,
+/// and a 1024 sgemm for reference.
+pub fn ops(bench: &OpBench) -> Result<OpReport, Error> {
+    let (n, c, s, c_out) = (bench.batch, bench.channels, bench.size, bench.out_channels);
+    if n == 0 || c == 0 || c_out == 0 || s == 0 || bench.kernel == 0 || bench.stride == 0 {
+        return Err(Error::invalid(
+            "batch, channels, out_channels, size, kernel, stride",
+            "must be positive",
+        ));
+    }
+    let dev = bench.device.open()?;
+    let (kernel, stride, padding, r) =
+        (bench.kernel, bench.stride, bench.kernel / 2, bench.repeats);
+    let x = Tensor::randn(0f32, 1.0, (n, c, s, s), &dev)?;
+    let w = Tensor::randn(0f32, 0.1, (c_out, c, kernel, kernel), &dev)?;
+    let mut conv = Conv2d::from_weight(w.clone(), stride, padding);
+    conv.kernels = bench.kernels;
+    let geometry = kernels::Conv2dGeometry::new(x.dims(), w.dims(), stride, padding)?;
+    let flops = Some(geometry.flops());
+    let mut timings = Vec::new();
+
+    let forward = median_seconds(&dev, r, || conv.forward(&x).map(drop))?;
+    timings.push(OpTiming::new("conv forward", forward, flops));
+    // One gradient at a time: the other argument is a constant, so its gradient is not computed.
+    let xv = Var::from_tensor(&x)?;
+    let both = median_seconds(&dev, r, || {
+        conv.forward(xv.as_tensor())?
+            .sum_all()?
+            .backward()
+            .map(drop)
+    })?;
+    timings.push(OpTiming::new("conv input gradient", both - forward, flops));
+    let wv = Var::from_tensor(&w)?;
+    let mut wconv = Conv2d::from_weight(wv.as_tensor().clone(), stride, padding);
+    wconv.kernels = bench.kernels;
+    let both = median_seconds(&dev, r, || {
+        wconv.forward(&x)?.sum_all()?.backward().map(drop)
+    })?;
+    timings.push(OpTiming::new("conv weight gradient", both - forward, flops));
+
+    if bench.kernels == Kernels::Fast {
+        // Each pass alone, outside candle's autograd: the rows above include the reduction, the
+        // broadcast and the zero-tensor accumulation around the op, these do not. On the CPU the
+        // passes run on plain slices, on a GPU on device tensors.
+        let dy = Tensor::randn(0f32, 1.0, geometry.output_shape().to_vec(), &dev)?;
+        let passes = if dev.is_cpu() {
+            let passes = kernels::ConvPasses {
+                geometry,
+                algorithm: kernels::ConvAlgorithm::Auto,
+            };
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let (xs, ws, dys) = (flat(&x)?, flat(&w)?, flat(&dy)?);
+            [
+                median_seconds(&dev, r, || passes.forward(&xs, &ws).map(drop))?,
+                median_seconds(&dev, r, || passes.input_grad(&ws, &dys).map(drop))?,
+                median_seconds(&dev, r, || passes.weight_grad(&xs, &dys).map(drop))?,
+            ]
+        } else {
+            [
+                median_seconds(&dev, r, || {
+                    kernels::conv2d(&x, &w, padding, stride).map(drop)
+                })?,
+                median_seconds(&dev, r, || {
+                    kernels::conv2d_input_grad(&w, &dy, &geometry).map(drop)
+                })?,
+                median_seconds(&dev, r, || {
+                    kernels::conv2d_weight_grad(&x, &dy, &geometry).map(drop)
+                })?,
+            ]
+        };
+        let names = [
+            "conv forward, pass alone",
+            "conv input gradient, pass alone",
+            "conv weight gradient, pass alone",
+        ];
+        for (op, seconds) in names.into_iter().zip(passes) {
+            timings.push(OpTiming::new(op, seconds, flops));
+        }
+    }
+
+    let vars = VarMap::new();
+    let mut bn = BatchNorm::new(c, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
+    bn.kernels = bench.kernels;
+    let seconds = median_seconds(&dev, r, || {
+        bn.forward_train(xv.as_tensor(), false)?
+            .sum_all()?
+            .backward()
+            .map(drop)
+    })?;
+    timings.push(OpTiming::new("batch norm forward+backward", seconds, None));
+    let seconds = median_seconds(&dev, r, || {
+        nets::layers::relu(xv.as_tensor(), bench.kernels)?
+            .sum_all()?
+            .backward()
+            .map(drop)
+    })?;
+    timings.push(OpTiming::new("relu forward+backward", seconds, None));
+    let seconds = median_seconds(&dev, r, || {
+        nets::layers::max_pool2d(xv.as_tensor(), (3, 2, 1), bench.kernels)?
+            .sum_all()?
+            .backward()
+            .map(drop)
+    })?;
+    timings.push(OpTiming::new(
+        "max pool 3x3/2 forward+backward",
+        seconds,
+        None,
+    ));
+    // The forward alone, on a tensor that tracks its gradient: the indices of the maxima that the
+    // backward needs are part of it, as in training.
+    let seconds = median_seconds(&dev, r, || {
+        nets::layers::max_pool2d(xv.as_tensor(), (3, 2, 1), bench.kernels).map(drop)
+    })?;
+    timings.push(OpTiming::new("max pool 3x3/2 forward", seconds, None));
+    let side = 1024;
+    let a = Tensor::randn(0f32, 1.0, (side, side), &dev)?;
+    let seconds = median_seconds(&dev, r, || a.matmul(&a).map(drop))?;
+    let sgemm_flops = 2 * (side as u64).pow(3);
+    timings.push(OpTiming::new(
+        "sgemm 1024 (reference)",
+        seconds,
+        Some(sgemm_flops),
+    ));
+
+    Ok(OpReport {
+        batch: n,
+        channels: c,
+        out_channels: c_out,
+        size: s,
+        kernel,
+        stride,
+        device: bench.device.to_string(),
+        kernels: bench.kernels.to_string(),
+        threads: threads(),
+        ops: timings,
+    })
+}
+
+/// Median seconds of `repeats` runs of `f` (at least one), after one warm-up run; each run waits
+/// for `device` to finish its work.
+pub fn median_seconds(
+    device: &Device,
+    repeats: usize,
+    mut f: impl FnMut() -> candle_core::Result<()>,
+) -> candle_core::Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`), in MiB; `None` elsewhere.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The threads the CPU kernels may use.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_training_bench_reports_what_it_ran() {
+        let bench = TrainBench {
+            model: "resnet20".parse().unwrap(),
+            batch: 4,
+            device: DeviceName::Cpu,
+            kernels: Kernels::Fast,
+            warmup: 1,
+            steps: 2,
+        };
+        let mut seen = 0;
+        let report = train(&bench, |_| seen += 1).unwrap();
+        assert_eq!(seen, 2, "the timed steps");
+        assert_eq!(
+            (report.model.as_str(), report.batch, report.steps),
+            ("resnet20", 4, 2)
+        );
+        assert!(report.images_per_s_min <= report.images_per_s);
+        assert!(report.images_per_s <= report.images_per_s_max);
+        assert!(report.images_per_s > 0.0);
+        let zero = TrainBench { steps: 0, ..bench };
+        assert!(
+            train(&zero, |_| {})
+                .unwrap_err()
+                .to_string()
+                .contains("positive")
+        );
+    }
+
+    #[test]
+    fn op_timings_cover_every_op_and_convert_units() {
+        let report = ops(&OpBench {
+            batch: 2,
+            channels: 4,
+            out_channels: 8,
+            size: 8,
+            kernel: 3,
+            stride: 2,
+            device: DeviceName::Cpu,
+            kernels: Kernels::Fast,
+            repeats: 1,
+        })
+        .unwrap();
+        let names: Vec<&str> = report.ops.iter().map(|o| o.op.as_str()).collect();
+        assert_eq!(names.len(), 11, "{names:?}");
+        assert!(names.contains(&"conv weight gradient, pass alone"));
+        let sgemm = report.ops.last().unwrap();
+        assert!(sgemm.ms > 0.0 && sgemm.gflop_per_s.unwrap() > 0.0);
+        // GFLOP/s and milliseconds describe the same time.
+        let flops = 2.0 * 1024f64.powi(3);
+        let implied = flops / (sgemm.ms / 1e3) / 1e9;
+        assert!((implied - sgemm.gflop_per_s.unwrap()).abs() < 1e-6 * implied);
+        assert!(report.ops.iter().all(|o| o.ms.is_finite()));
+    }
+
+    #[test]
+    fn the_median_of_runs() {
+        let mut calls = 0;
+        let median = median_seconds(&Device::Cpu, 3, || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 4, "one warm-up and three timed runs");
+        assert!(median >= 0.0);
+    }
+}
