@@ -60,18 +60,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: `{key}`: {message}", .path.display())]
-    Parse {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error("{}: `{key}`: {msg}", .path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        msg: String,
-    },
+    /// A config or the paper's reference that cannot be read, parsed or accepted.
+    #[error(transparent)]
+    Config(#[from] paper::Error),
     #[error("{}: {source}", .path.display())]
     Polars {
         path: PathBuf,
@@ -88,16 +79,6 @@ pub enum Error {
         available: String,
         configs: PathBuf,
     },
-}
-
-impl From<paper::Error> for Error {
-    fn from(e: paper::Error) -> Self {
-        match e {
-            paper::Error::Io { path, source } => Self::Io { path, source },
-            paper::Error::Parse { path, key, message } => Self::Parse { path, key, message },
-            paper::Error::Invalid { path, key, msg } => Self::Invalid { path, key, msg },
-        }
-    }
 }
 
 impl From<files::Error> for Error {

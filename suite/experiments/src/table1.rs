@@ -78,18 +78,19 @@ impl Config {
             entry
                 .name
                 .parse::<ModelSpec>()
-                .map_err(|e| Error::Invalid {
+                .map_err(|e| paper::Error::Invalid {
                     path: path.to_path_buf(),
                     key: format!("model[{i}].name"),
                     msg: e.to_string(),
                 })?;
         }
         if config.model.is_empty() {
-            return Err(Error::Invalid {
+            return Err(paper::Error::Invalid {
                 path: path.to_path_buf(),
                 key: "model".into(),
                 msg: "lists no models".into(),
-            });
+            }
+            .into());
         }
         Ok(config)
     }
@@ -104,18 +105,19 @@ pub fn run(configs: &Path) -> Result<Table1, Error> {
     let mut rows = Vec::with_capacity(config.model.len());
     for (i, entry) in config.model.iter().enumerate() {
         let spec: ModelSpec = entry.name.parse()?;
-        check_architecture(&spec, &paper).map_err(|msg| Error::Invalid {
+        check_architecture(&spec, &paper).map_err(|msg| paper::Error::Invalid {
             path: paper_path.clone(),
             key: format!("table1.model (for {})", entry.name),
             msg,
         })?;
         let row = row(&spec, entry, &paper, config.tolerance);
         if row.verdict == Verdict::NotRun {
-            return Err(Error::Invalid {
+            return Err(paper::Error::Invalid {
                 path: config_path.clone(),
                 key: format!("model[{i}]"),
                 msg: format!("{} has no reference number to compare with", entry.name),
-            });
+            }
+            .into());
         }
         rows.push(row);
     }

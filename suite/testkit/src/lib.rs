@@ -39,10 +39,14 @@ pub fn shared_reference() -> Option<PathBuf> {
 }
 
 fn present_or_skip(path: PathBuf) -> Option<PathBuf> {
+    let required = std::env::var(REQUIRE_DATA_VAR).is_ok_and(|v| !v.is_empty() && v != "0");
+    present_or_skip_unless(path, required)
+}
+
+fn present_or_skip_unless(path: PathBuf, required: bool) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let required = std::env::var(REQUIRE_DATA_VAR).is_ok_and(|v| !v.is_empty() && v != "0");
     assert!(
         !required,
         "{} is absent and {REQUIRE_DATA_VAR} is set: this test needs the shared data \
@@ -95,6 +99,20 @@ mod tests {
         assert_eq!(max_abs_diff(&a, &b), 1.0);
         assert_eq!(rel_diff(&a, &b), 1.0 / 5.0);
         assert_eq!(max_abs_diff(&a, &a), 0.0);
+    }
+
+    #[test]
+    fn missing_data_skips_unless_required() {
+        let dir = std::env::temp_dir();
+        assert_eq!(present_or_skip_unless(dir.clone(), false), Some(dir));
+        let missing = repository().join("no-such-data-directory");
+        assert_eq!(present_or_skip_unless(missing.clone(), false), None);
+        let err = std::panic::catch_unwind(|| present_or_skip_unless(missing, true)).unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("no-such-data-directory") && msg.contains(REQUIRE_DATA_VAR),
+            "{msg}"
+        );
     }
 
     #[test]
