@@ -2,8 +2,8 @@
 # Interleaves `suite bench train --json` with the PyTorch reference (A, B, A, B, ...), prints the
 # suite/PyTorch images/s ratios (median, min and max over the rounds) and peak memory, and keeps
 # the run as data in bench/results/<date>-<cpu>[-<device>].json: every raw row, the ratios, the
-# command, the CPU model and flags, and the versions. The README's performance table is taken from
-# the newest such file. Only ratios from one run count: the machine may be shared and noisy.
+# command, the CPU model and flags, and the versions. The README's performance table names the
+# file it comes from. Only ratios from one run count: the machine may be shared and noisy.
 #
 # Usage: bench/compare.sh [ROUNDS] [MODEL:BATCH ...]
 #   bench/compare.sh 3 resnet20:128 resnet56:128 resnet110:128 resnet50:16

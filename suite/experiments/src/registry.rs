@@ -21,8 +21,8 @@ pub struct Reproduction {
     pub title: String,
     /// The result for people: where the inputs came from, a Markdown table, a summary line.
     pub text: String,
-    /// The same rows as data (what `--format json` prints).
-    pub rows: serde_json::Value,
+    /// The same rows as data: the JSON that `--format json` prints (fields in their declared order).
+    pub json: String,
     /// All claims together: held, failed, or not run.
     pub verdict: Verdict,
     /// The files written.

@@ -247,7 +247,7 @@ pub fn reproduce(
     Ok(crate::registry::Reproduction {
         title: "Table 1: parameters and multiply-adds, measured vs paper".into(),
         text,
-        rows: serde_json::to_value(&table.rows).expect("rows serialise"),
+        json: serde_json::to_string_pretty(&table.rows).expect("rows serialise"),
         verdict: table.verdict(),
         written,
     })

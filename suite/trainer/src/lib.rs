@@ -1,6 +1,7 @@
 //! One training run of a paper net, end to end: momentum SGD ([`optim`]), the paper's learning-rate
 //! schedules ([`schedule`]), a serialisable run description ([`spec`]), and the loop with metrics,
-//! atomic checkpoints and exact resume ([`run`]). Benchmarks reuse its training step ([`step`]).
+//! atomic checkpoints and exact resume ([`run`]); the benchmark harness ([`bench`]) times its
+//! training step ([`step`]). Errors are [`Error`], whose variants name the file and key at fault.
 //!
 //! The crate writes plain files (JSON, CSV, safetensors) and depends on neither polars nor
 //! plotters, so a run can be shipped alone to a GPU box or a cluster node.

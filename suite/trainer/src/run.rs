@@ -7,6 +7,8 @@
 //!   iterations and at the end (see [`crate::checkpoint`]);
 //! - `weights.safetensors`: the final weights under torchvision's names;
 //! - `summary.json`: the final figures; its presence marks the run finished.
+//! - `.lock`: held by the process writing the run (`files::DirLock`), so a second process on the
+//!   same directory stops with an error naming the first instead of writing beside it.
 //!
 //! Rerunning an unfinished run resumes from its checkpoint. Everything random derives from the seed
 //! and the loader position, and the CPU kernels are deterministic, so a resumed run's metrics equal

@@ -37,7 +37,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let out = registry::reproduce(&args.experiment, &context)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&out.rows)?),
+        Format::Json => println!("{}", out.json),
         Format::Text => print!("{}\n{}", out.title, out.text),
     }
     for path in &out.written {
