@@ -156,6 +156,10 @@ pub fn pca_offset(rng: &mut ChaCha8Rng) -> [f32; 3] {
     })
 }
 
+/// The standard evaluation view: shorter side 256, center 224x224 crop.
+const CENTER_RESIZE: u32 = 256;
+const CENTER_CROP: u32 = 224;
+
 /// How samples of an image folder are turned into tensors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transform {
@@ -176,8 +180,8 @@ impl Transform {
         pca: true,
     };
     pub const CENTER: Transform = Transform::CenterCrop {
-        resize: 256,
-        crop: 224,
+        resize: CENTER_RESIZE,
+        crop: CENTER_CROP,
     };
 
     pub fn crop_size(&self) -> u32 {
@@ -219,31 +223,33 @@ impl Transform {
                         "the center crop ({size}) is larger than the resized shorter side ({resize})"
                     ));
                 }
-                let resized = resize_shorter(img, resize);
-                let (w, h) = resized.dimensions();
-                to_chw(
-                    &crop(&resized, (w - size) / 2, (h - size) / 2, size),
-                    false,
-                    [0.0; 3],
-                    out,
-                );
+                center_crop_into(img, resize, size, out);
             }
         }
         Ok(())
     }
 }
 
+/// Resizes the shorter side to `resize` and writes the center `size` x `size` crop, normalised,
+/// into `out`; `resize >= size`.
+fn center_crop_into(img: &RgbImage, resize: u32, size: u32, out: &mut [f32]) {
+    let resized = resize_shorter(img, resize);
+    let (w, h) = resized.dimensions();
+    to_chw(
+        &crop(&resized, (w - size) / 2, (h - size) / 2, size),
+        false,
+        [0.0; 3],
+        out,
+    );
+}
+
 /// The standard evaluation view ([`Transform::CENTER`]: shorter side 256, center 224x224 crop,
 /// ImageNet normalisation) of a decoded image, as a (3, 224, 224) CHW buffer: what torchvision's
 /// pretrained weights and the paper's single-crop figures expect.
 pub fn center_view(img: &RgbImage) -> Vec<f32> {
-    let size = Transform::CENTER.crop_size() as usize;
+    let size = CENTER_CROP as usize;
     let mut out = vec![0f32; 3 * size * size];
-    // The center crop draws nothing at random.
-    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    Transform::CENTER
-        .apply(img, &mut rng, &mut out)
-        .expect("256 covers the 224 crop");
+    center_crop_into(img, CENTER_RESIZE, CENTER_CROP, &mut out);
     out
 }
 

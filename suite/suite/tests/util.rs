@@ -59,11 +59,7 @@ impl Dir {
     }
 }
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub use testkit::shared_data;
+pub use testkit::{repository as repo, shared_data};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

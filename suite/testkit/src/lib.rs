@@ -61,11 +61,6 @@ fn present_or_skip_unless(path: PathBuf, required: bool) -> Option<PathBuf> {
     None
 }
 
-/// The paper's reference file in this repository.
-pub fn paper_toml() -> PathBuf {
-    repository().join("configs/reference/paper.toml")
-}
-
 fn max_abs(t: &Tensor) -> f32 {
     t.abs()
         .and_then(|t| t.max_all())
@@ -113,10 +108,5 @@ mod tests {
             msg.contains("no-such-data-directory") && msg.contains(REQUIRE_DATA_VAR),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn the_repository_holds_the_reference_file() {
-        assert!(paper_toml().is_file(), "{}", paper_toml().display());
     }
 }
