@@ -7,6 +7,7 @@
 pub mod precision;
 pub mod registry;
 pub mod store;
+pub mod sweep;
 pub mod table1;
 pub mod text;
 
@@ -21,7 +22,11 @@ use serde::Serialize;
 pub enum Verdict {
     Held,
     Failed,
+    /// The runs are there but the gap is within the noise margin.
+    Inconclusive,
     NotRun,
+    /// The claim is decided on another profile's results.
+    NotApplicable,
 }
 
 impl Verdict {
@@ -29,18 +34,22 @@ impl Verdict {
         match self {
             Verdict::Held => "held",
             Verdict::Failed => "failed",
+            Verdict::Inconclusive => "inconclusive",
             Verdict::NotRun => "not run",
+            Verdict::NotApplicable => "n/a",
         }
     }
 
-    /// All held: held; any failed: failed; otherwise not run.
+    /// Any failed: failed; else any inconclusive: inconclusive; else any held: held; otherwise
+    /// not run (claims that are not run or not applicable do not count).
     pub fn all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
         let mut out = Verdict::NotRun;
         for v in verdicts {
             match v {
                 Verdict::Failed => return Verdict::Failed,
-                Verdict::Held => out = Verdict::Held,
-                Verdict::NotRun => {}
+                Verdict::Inconclusive => out = Verdict::Inconclusive,
+                Verdict::Held if out == Verdict::NotRun => out = Verdict::Held,
+                _ => {}
             }
         }
         out
@@ -68,8 +77,29 @@ pub enum Error {
         path: PathBuf,
         source: polars::error::PolarsError,
     },
+    #[error("{}: column `{column}`: {source}", .path.display())]
+    Column {
+        path: PathBuf,
+        column: String,
+        source: polars::error::PolarsError,
+    },
     #[error(transparent)]
     Model(#[from] nets::Error),
+    #[error(transparent)]
+    Train(#[from] trainer::Error),
+    #[error("run {}: {source}", .dir.display())]
+    Run {
+        dir: PathBuf,
+        source: trainer::Error,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("--models: {0}")]
+    Selection(String),
+    #[error("cannot start the sweep's thread pools: {0}")]
+    Threads(String),
+    #[error("no results in {} (run `{command}` first)", .dir.display())]
+    NoResults { dir: PathBuf, command: String },
     #[error(
         "no experiment `{name}` is implemented (available: {available}; configs in {})",
         .configs.display()
@@ -101,5 +131,10 @@ mod tests {
         assert_eq!(Verdict::all([Held, Failed, NotRun]), Failed);
         assert_eq!(Verdict::all([NotRun, Held]), Held);
         assert_eq!(Verdict::all([]), NotRun);
+        assert_eq!(
+            Verdict::all([Held, Inconclusive, NotApplicable]),
+            Inconclusive
+        );
+        assert_eq!(Verdict::all([NotApplicable, NotRun]), NotRun);
     }
 }

@@ -92,7 +92,7 @@ pub fn configs(dir: &Path) -> Result<Vec<ConfigEntry>, Error> {
             .into_owned();
         let experiment = find(&name);
         entries.push(ConfigEntry {
-            implemented: experiment.is_some(),
+            implemented: experiment.is_some() || crate::sweep::config::is_sweep(&path),
             summary: experiment.map(|e| e.summary),
             name,
             config: path,

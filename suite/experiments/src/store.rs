@@ -52,3 +52,59 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, Error> {
 pub fn write_text(path: &Path, text: &str) -> Result<(), Error> {
     Ok(files::write_atomic(path, text.as_bytes())?)
 }
+
+/// Typed columns of a table read from `path`. A missing column or a wrong type is an error naming
+/// the file and the column; nulls read as empty strings, zeros and NaN, or as `None` where asked.
+pub struct Columns<'a> {
+    df: &'a DataFrame,
+    path: &'a Path,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(df: &'a DataFrame, path: &'a Path) -> Self {
+        Self { df, path }
+    }
+
+    fn column(&self, name: &str) -> Result<&'a Column, Error> {
+        self.df.column(name).map_err(|e| self.error(name, e))
+    }
+
+    fn error(&self, column: &str, source: PolarsError) -> Error {
+        Error::Column {
+            path: self.path.to_path_buf(),
+            column: column.into(),
+            source,
+        }
+    }
+
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, Error> {
+        let ca = self.column(name)?.str().map_err(|e| self.error(name, e))?;
+        Ok(ca
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    }
+
+    pub fn u64s(&self, name: &str) -> Result<Vec<u64>, Error> {
+        let ca = self.column(name)?.u64().map_err(|e| self.error(name, e))?;
+        Ok(ca.iter().map(|v| v.unwrap_or_default()).collect())
+    }
+
+    pub fn f64s(&self, name: &str) -> Result<Vec<f64>, Error> {
+        Ok(self
+            .optional_f64s(name)?
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
+    }
+
+    pub fn optional_f64s(&self, name: &str) -> Result<Vec<Option<f64>>, Error> {
+        let ca = self.column(name)?.f64().map_err(|e| self.error(name, e))?;
+        Ok(ca.iter().collect())
+    }
+
+    pub fn bools(&self, name: &str) -> Result<Vec<bool>, Error> {
+        let ca = self.column(name)?.bool().map_err(|e| self.error(name, e))?;
+        Ok(ca.iter().map(|v| v.unwrap_or_default()).collect())
+    }
+}

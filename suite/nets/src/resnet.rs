@@ -168,10 +168,16 @@ impl Block {
         let kind = spec.block_kind();
         let c_out = width * kind.expansion();
         let units = match kind {
-            BlockKind::Basic => vec![
-                unit(c_in, width, 3, stride, 1, &vb)?,
-                unit(width, width, 3, 1, 2, &vb)?,
-            ],
+            BlockKind::Basic => {
+                // The first conv takes the stride and the new width (§4.2); the paper's unit has
+                // two convs, the skip-frequency ablation's one or three.
+                let convs = spec.convs_per_unit().unwrap_or(2);
+                let mut units = vec![unit(c_in, width, 3, stride, 1, &vb)?];
+                for index in 2..=convs {
+                    units.push(unit(width, width, 3, 1, index, &vb)?);
+                }
+                units
+            }
             BlockKind::Bottleneck => {
                 let (s1, s3) = match spec.bottleneck_stride {
                     BottleneckStride::FirstConv => (stride, 1),

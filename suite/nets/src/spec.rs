@@ -8,7 +8,15 @@
 //! depth    = 18 | 34 | 50 | 101 | 152        ImageNet family (Table 1)
 //!          | 6n+2 for n >= 1                  CIFAR family (§4.2: 20, 32, 44, 56, 110, 1202, ...)
 //! option   = "a" | "b" | "c"                  shortcut option (§3.3); residual nets only
+//!          | "k" units                        CIFAR residual nets whose shortcuts skip `units`
+//!                                             3x3 convs (1, 2 or 3; the paper's is 2); the depth
+//!                                             is then 3*m*units + 2 for m units per stage
 //! ```
+//!
+//! `resnet20-k1`, `resnet20` and `resnet20-k3` have the same depth, widths and nearly the same
+//! FLOPs; they differ in how often a shortcut joins (18, 9 and 6 shortcuts). They are the nets of
+//! the skip-frequency ablation, an experiment of this suite's own: the paper fixes the unit at two
+//! layers without testing other spans.
 //!
 //! The ImageNet depths win where a depth fits both families (50 and 152 are also 6n+2). Defaults follow
 //! the paper: option A on CIFAR (§4.2), option B on ImageNet (Table 3/4). `-v1.5` moves a bottleneck
@@ -86,8 +94,9 @@ pub enum BottleneckStride {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// 3x3 conv stem, three stages of `n` basic blocks at 16, 32, 64 filters; depth 6n+2.
-    Cifar { n: usize },
+    /// 3x3 conv stem, three stages of `n` residual units of `convs` 3x3 convs each at 16, 32, 64
+    /// filters; depth `3 * n * convs + 2` (6n+2 for the paper's two-conv units).
+    Cifar { n: usize, convs: usize },
     /// 7x7/2 conv + 3x3/2 max pool stem, four stages (Table 1).
     ImageNet { depth: usize },
 }
@@ -112,7 +121,7 @@ impl ModelSpec {
 
     pub fn depth(&self) -> usize {
         match self.family {
-            Family::Cifar { n } => 6 * n + 2,
+            Family::Cifar { n, convs } => 3 * n * convs + 2,
             Family::ImageNet { depth } => depth,
         }
     }
@@ -127,7 +136,7 @@ impl ModelSpec {
     /// (output width of the stage's blocks before expansion, number of blocks) for each stage.
     pub fn stages(&self) -> Vec<(usize, usize)> {
         match self.family {
-            Family::Cifar { n } => CIFAR_WIDTHS.iter().map(|&w| (w, n)).collect(),
+            Family::Cifar { n, .. } => CIFAR_WIDTHS.iter().map(|&w| (w, n)).collect(),
             Family::ImageNet { depth } => IMAGENET_WIDTHS
                 .iter()
                 .zip(imagenet_row(depth).2)
@@ -144,6 +153,14 @@ impl ModelSpec {
         }
     }
 
+    /// 3x3 convs a shortcut skips in a CIFAR net's unit (the paper's 2); `None` for ImageNet nets.
+    pub fn convs_per_unit(&self) -> Option<usize> {
+        match self.family {
+            Family::Cifar { convs, .. } => Some(convs),
+            Family::ImageNet { .. } => None,
+        }
+    }
+
     pub fn is_cifar(&self) -> bool {
         matches!(self.family, Family::Cifar { .. })
     }
@@ -154,6 +171,41 @@ impl ModelSpec {
             num_classes,
             ..self
         }
+    }
+
+    /// `resnet{depth}-k{units}`: a CIFAR residual net whose shortcuts skip `units` 3x3 convs.
+    fn cifar_units(residual: bool, depth: usize, units: &str) -> Result<Self, String> {
+        if !residual {
+            return Err("plain nets have no shortcuts, so no `-k` option".into());
+        }
+        let convs: usize = match units.parse() {
+            Ok(k @ 1..=3) => k,
+            _ => return Err(format!("`k{units}` is not a unit span (k1, k2 or k3)")),
+        };
+        if IMAGENET_DEPTHS.iter().any(|row| row.0 == depth) {
+            return Err(format!(
+                "depth {depth} names an ImageNet net; `-k` applies to CIFAR nets"
+            ));
+        }
+        let per_stage = depth
+            .checked_sub(2)
+            .filter(|d| *d > 0 && d % (3 * convs) == 0);
+        let Some(layers) = per_stage else {
+            return Err(format!(
+                "depth {depth} is not 3*m*{convs}+2 for whole m, as units of {convs} conv(s) need"
+            ));
+        };
+        let family = Family::Cifar {
+            n: layers / (3 * convs),
+            convs,
+        };
+        Ok(Self {
+            family,
+            residual,
+            shortcut: Shortcut::A,
+            bottleneck_stride: BottleneckStride::FirstConv,
+            num_classes: 10,
+        })
     }
 
     fn default_shortcut(family: Family) -> Shortcut {
@@ -200,10 +252,16 @@ impl FromStr for ModelSpec {
         let depth: usize = depth_text
             .parse()
             .map_err(|_| bad(format!("`{depth_text}` is not a depth")))?;
+        if let Some(units) = option.and_then(|o| o.strip_prefix('k')) {
+            return Self::cifar_units(residual, depth, units).map_err(bad);
+        }
         let family = if IMAGENET_DEPTHS.iter().any(|row| row.0 == depth) {
             Family::ImageNet { depth }
         } else if depth >= 8 && (depth - 2).is_multiple_of(6) {
-            Family::Cifar { n: (depth - 2) / 6 }
+            Family::Cifar {
+                n: (depth - 2) / 6,
+                convs: 2,
+            }
         } else {
             return Err(bad(format!(
                 "depth {depth} is neither an ImageNet depth (18, 34, 50, 101, 152) nor 6n+2 (20, 32, 44, 56, 110, 1202, ...)"
@@ -221,7 +279,7 @@ impl FromStr for ModelSpec {
             Some("c") => Shortcut::C,
             Some(other) => {
                 return Err(bad(format!(
-                    "`{other}` is not a shortcut option (a, b or c)"
+                    "`{other}` is not an option (a, b or c for the shortcut, k1, k2 or k3 for the convs a CIFAR shortcut skips)"
                 )));
             }
         };
@@ -258,6 +316,11 @@ impl fmt::Display for ModelSpec {
         if self.residual && self.shortcut != ModelSpec::default_shortcut(self.family) {
             write!(f, "-{}", self.shortcut.letter())?;
         }
+        if let Family::Cifar { convs, .. } = self.family
+            && convs != 2
+        {
+            write!(f, "-k{convs}")?;
+        }
         if self.bottleneck_stride == BottleneckStride::Conv3x3 {
             write!(f, "-v1.5")?;
         }
@@ -272,6 +335,11 @@ pub fn all_models() -> Vec<ModelSpec> {
         names.push(format!("plain{depth}"));
         names.push(format!("resnet{depth}"));
         names.push(format!("resnet{depth}-b"));
+    }
+    // The skip-frequency ablation's nets (units of 1 and 3 convs at the depths that allow both).
+    for depth in [20, 56, 110] {
+        names.push(format!("resnet{depth}-k1"));
+        names.push(format!("resnet{depth}-k3"));
     }
     for (depth, kind, _) in IMAGENET_DEPTHS {
         names.push(format!("plain{depth}"));
@@ -305,6 +373,9 @@ mod tests {
             ("resnet50-v1.5", "resnet50-v1.5"),
             ("resnet1202", "resnet1202"),
             ("resnet8", "resnet8"),
+            ("resnet20-k1", "resnet20-k1"),
+            ("resnet20-k2", "resnet20"),
+            ("ResNet56-K3", "resnet56-k3"),
         ] {
             let spec: ModelSpec = name.parse().unwrap();
             assert_eq!(spec.to_string(), canonical, "{name}");
@@ -315,7 +386,7 @@ mod tests {
     #[test]
     fn families_and_defaults_follow_the_paper() {
         let r20: ModelSpec = "resnet20".parse().unwrap();
-        assert_eq!(r20.family, Family::Cifar { n: 3 });
+        assert_eq!(r20.family, Family::Cifar { n: 3, convs: 2 });
         assert_eq!(r20.shortcut, Shortcut::A);
         assert_eq!(r20.num_classes, 10);
         let r50: ModelSpec = "resnet50".parse().unwrap();
@@ -336,13 +407,34 @@ mod tests {
             ("resnet21", "6n+2"),
             ("vgg16", "starting with"),
             ("plain20-b", "plain nets"),
-            ("resnet34-d", "shortcut option"),
+            ("resnet34-d", "not an option"),
             ("resnet34-v1.5", "bottleneck"),
             ("resnetxx", "not a depth"),
+            ("resnet32-k3", "3*m*3+2"),
+            ("resnet20-k4", "unit span"),
+            ("plain20-k3", "plain nets"),
         ] {
             let err = name.parse::<ModelSpec>().unwrap_err().to_string();
             assert!(err.contains(name) && err.contains(needle), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn units_of_k_keep_the_depth_and_change_the_shortcuts() {
+        for (name, n, convs) in [
+            ("resnet20-k1", 6, 1),
+            ("resnet20-k3", 2, 3),
+            ("resnet56-k3", 6, 3),
+        ] {
+            let spec: ModelSpec = name.parse().unwrap();
+            assert_eq!(spec.family, Family::Cifar { n, convs }, "{name}");
+            assert_eq!(spec.convs_per_unit(), Some(convs));
+            assert_eq!(spec.shortcut, Shortcut::A);
+        }
+        assert_eq!(
+            "resnet20-k1".parse::<ModelSpec>().unwrap().depth(),
+            "resnet20-k3".parse::<ModelSpec>().unwrap().depth()
+        );
     }
 
     #[test]

@@ -402,3 +402,40 @@ fn fast_and_stock_kernels_agree_on_logits_and_gradients() {
         );
     }
 }
+
+/// Parameters of a CIFAR option-A net with `m` units of `k` convs per stage, added up by hand.
+fn cifar_units_params_by_hand(m: u64, k: u64) -> u64 {
+    let conv_bn = |c_in: u64, c_out: u64| c_in * c_out * 9 + 2 * c_out;
+    let unit = |c_in: u64, c: u64| conv_bn(c_in, c) + (k - 1) * conv_bn(c, c);
+    let stem = conv_bn(3, 16);
+    let stage1 = m * unit(16, 16);
+    let stage2 = unit(16, 32) + (m - 1) * unit(32, 32);
+    let stage3 = unit(32, 64) + (m - 1) * unit(64, 64);
+    stem + stage1 + stage2 + stage3 + 64 * 10 + 10
+}
+
+#[test]
+fn units_of_one_and_three_convs_train_and_tap_every_layer() {
+    for (name, m, k) in [
+        ("resnet20-k1", 6, 1),
+        ("resnet20-k3", 2, 3),
+        ("resnet20", 3, 2),
+    ] {
+        let net = model(name, 3);
+        assert_eq!(
+            net.cost().params,
+            cifar_units_params_by_hand(m, k),
+            "{name}"
+        );
+        // 18 shortcut-skipped 3x3 convs and the stem at every span.
+        let (_, taps) = net.net.forward_with_taps(&images(2, 32, 2), false).unwrap();
+        assert_eq!(taps.len(), 19, "{name}");
+        let shortcuts = net.net.blocks().count() as u64;
+        assert_eq!(shortcuts, 3 * m, "{name}");
+        // The training path (fused where the unit has two convs, op by op otherwise) agrees with
+        // the tapped one, which never fuses.
+        let train = net.net.forward_t(&images(4, 32, 5), true).unwrap();
+        let (tapped, _) = net.net.forward_with_taps(&images(4, 32, 5), true).unwrap();
+        assert!(max_abs_diff(&train, &tapped) < 1e-4, "{name}");
+    }
+}

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cmd;
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 done (every claim held), 1 a claim of the paper failed, 2 error.
+Exit codes: 0 done (no claim failed), 1 a claim of the paper failed, 2 error.
 
 Examples:
   suite list models
@@ -84,6 +84,8 @@ impl Global {
 pub enum Cmd {
     List(cmd::list::Args),
     Reproduce(cmd::reproduce::Args),
+    Verify(cmd::reproduce::VerifyArgs),
+    Report(cmd::report::Args),
     Predict(cmd::predict::Args),
     Init(cmd::init::Args),
     Data(cmd::data::Args),

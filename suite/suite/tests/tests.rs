@@ -1,5 +1,6 @@
 //! The `suite` binary end to end, as a user runs it.
 
+mod sweeps;
 mod training;
 mod util;
 
@@ -76,10 +77,14 @@ fn a_paper_number_that_disagrees_fails_with_exit_code_1() {
 fn errors_name_what_is_wrong_and_exit_2() {
     let dir = Dir::default();
     let err = dir.suite(&["reproduce", "table7"]).code(2).stderr();
-    assert!(
-        err.contains("table7") && err.contains("available: table1"),
-        "{err}"
-    );
+    assert!(err.contains("no experiment `table7`"), "{err}");
+    let available = err.split("available: ").nth(1).unwrap_or_default();
+    for name in ["table1", "table6", "fig1", "fig6", "fig7", "ablation-skip"] {
+        assert!(available.contains(name), "{name} not listed: {err}");
+    }
+    std::fs::write(dir.join("configs/table6.toml"), "[experiment\n").unwrap();
+    let err = dir.suite(&["reproduce", "table6"]).code(2).stderr();
+    assert!(err.contains("table6.toml"), "{err}");
     std::fs::write(dir.join("configs/table1.toml"), "paper = 3\n").unwrap();
     let err = dir.suite(&["reproduce", "table1"]).code(2).stderr();
     assert!(
@@ -514,4 +519,74 @@ fn data_info_describes_an_image_folder() {
         .code(2)
         .stderr();
     assert!(err.contains("nowhere"), "{err}");
+}
+
+/// The committed quick-profile tables are what a fresh clone verifies without training: `verify`
+/// reads them with this build's schema and reaches the committed verdicts again.
+#[test]
+fn verify_recomputes_the_committed_quick_verdicts() {
+    let dir = Dir::default();
+    for name in ["table6", "fig1", "fig7", "ablation-skip"] {
+        let committed = util::repo().join("results").join(name).join("quick");
+        let copy = dir.join(&format!("results/{name}/quick"));
+        util::copy_dir(&committed, &copy);
+        let run = dir.suite(&["verify", name, "--profile", "quick"]);
+        let code = if std::fs::read_to_string(committed.join("verdicts.csv"))
+            .unwrap()
+            .contains(",failed,")
+        {
+            1
+        } else {
+            0
+        };
+        let out = run.code(code).stdout();
+        assert!(out.contains("| claim"), "{name}: {out}");
+        let verdicts = |dir: &std::path::Path| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap())
+                .unwrap()
+        };
+        assert_eq!(verdicts(&copy), verdicts(&committed), "{name}");
+    }
+}
+
+#[test]
+fn report_draws_the_committed_quick_results_and_indexes_them() {
+    let dir = Dir::default();
+    for name in ["table6", "fig7"] {
+        util::copy_dir(
+            &util::repo().join("results").join(name).join("quick"),
+            &dir.join(&format!("results/{name}/quick")),
+        );
+    }
+    let out = dir
+        .suite(&["report", "all", "--profile", "quick"])
+        .code(0)
+        .stdout();
+    for file in [
+        "reports/table6/quick/curves.png",
+        "reports/table6/quick/curves.svg",
+        "reports/table6/quick/report.md",
+        "reports/fig7/quick/layer-responses.png",
+        "reports/index-quick.md",
+    ] {
+        assert!(out.contains(&format!("wrote {file}")), "{file}: {out}");
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let index = std::fs::read_to_string(dir.join("reports/index-quick.md")).unwrap();
+    // Table 6's quick verdicts: 3 held, 1 failed, 1 inconclusive, 3 not run, 3 n/a.
+    let row = index.lines().find(|l| l.contains("[table6]")).unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(&cells[3..8], ["3", "1", "1", "3", "3"], "{row}");
+    assert!(
+        !index.contains("[fig1]"),
+        "fig1 has no results here: {index}"
+    );
+    let err = dir
+        .suite(&["report", "fig1", "--profile", "quick"])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("suite reproduce fig1 --profile quick"),
+        "{err}"
+    );
 }

@@ -8,7 +8,7 @@
 
 pub mod bench;
 pub mod checkpoint;
-mod data;
+pub mod data;
 pub mod device;
 pub mod metrics;
 pub mod optim;

@@ -1,50 +1,425 @@
-//! `suite reproduce EXPERIMENT`: compute one paper artefact, store it, check the paper's claims.
+//! `suite reproduce EXPERIMENT...`: compute paper artefacts, store them, check the paper's claims;
+//! `suite verify EXPERIMENT...`: the same tables and verdicts from the results on disk.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use experiments::Verdict;
 use experiments::registry::{self, Context};
+use experiments::sweep::{self, config::SweepConfig, execute::SweepObserver, plan};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use trainer::{CifarProtocol, DeviceName, Observer, RunSpec, Summary};
 
 use super::Format;
 use crate::cli::Global;
 
 const EXAMPLES: &str = "\
 Examples:
-  suite reproduce table1                  print the table, write results/table1/table1.{csv,parquet}
-  suite reproduce table1 --format json    the rows as a JSON array
+  suite reproduce table1                               Table 1: parameters and FLOPs
+  suite reproduce table6 --profile smoke --data cifar10=../shared/data/cifar10
+  suite reproduce table6 --profile quick --models core --dry-run
+                                                       the plan and its time estimate only
+  suite reproduce fig1 fig7 --profile quick --models core
+  suite reproduce table6 --profile paper --device cuda --jobs 4
+  suite reproduce fig7 --profile quick --models core --report
+                                                       also the figures, in reports/fig7/quick/
 
-Exit codes: 0 every claim held, 1 a claim failed, 2 error.";
+Sweeps (table6, fig1, fig6, fig7, ablation-skip) keep their runs in <results>/runs/<run-id>: a
+run needed by several experiments trains once, an interrupted sweep resumes where it stopped, and
+finished runs are skipped. Tables go to <results>/<experiment>/<profile>/.
 
-/// Reproduce one artefact of the paper and check it against the paper's numbers.
+Exit codes: 0 no claim failed, 1 a claim failed, 2 error.";
+
+/// Reproduce artefacts of the paper and check them against the paper's numbers and claims.
 ///
-/// table1: parameters and multiply-adds of every architecture (ImageNet 18-152 with option B;
-/// CIFAR 20-1202 with option A), computed from the module graphs that train, side by side with the
-/// paper (Table 1 FLOPs, Table 6 parameters) and torchvision's parameter counts.
+/// table1: parameters and multiply-adds of every architecture, side by side with the paper.
+/// Sweeps: train every run the experiment's profile asks for (smoke: a few iterations on a
+/// subset; quick: a shortened schedule; paper: the protocol unchanged), then write the runs,
+/// curves, summary and verdicts tables and print the results and the verdicts.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The experiment: a config name in the configs directory (see `suite list experiments`)
-    experiment: String,
+    /// Experiments: config names in the configs directory (see `suite list experiments`)
+    #[arg(required = true)]
+    experiments: Vec<String>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+    /// Only these runs of a sweep (comma-separated model names, or `core` for the profile's CPU
+    /// core); claims whose runs are missing are "not run"
+    #[arg(long, value_delimiter = ',', value_name = "MODELS")]
+    models: Vec<String>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: DeviceName,
+    /// Runs trained at once (CPU jobs split the cores between them)
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Print the plan and its time estimate, train nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print no progress bars
+    #[arg(long)]
+    quiet: bool,
+    /// Skip the throughput probe (the plan shows no time estimates)
+    #[arg(long)]
+    no_probe: bool,
+    /// Also draw the sweep's figures and report (as `suite report` does) into --reports
+    #[arg(long)]
+    report: bool,
+    /// Directory reports are written to, as <DIR>/<experiment>/<profile>/
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    reports: std::path::PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// The sweep's profile: smoke, quick or paper
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// Results directory (the run store and the tables) [default: --results]
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+}
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  suite verify table6 --profile quick       verdicts from results/table6/quick/*.parquet
+  suite verify fig7 --profile smoke --out /tmp/sweep
+
+Exit codes: 0 no claim failed, 1 a claim failed, 2 error (e.g. no results yet).";
+
+/// Recompute a sweep's summary and verdicts from the tables on disk, without training.
+#[derive(Debug, clap::Args)]
+#[command(after_help = VERIFY_EXAMPLES)]
+pub struct VerifyArgs {
+    #[arg(required = true)]
+    experiments: Vec<String>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+}
+
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
-    let context = Context {
-        configs: &configs,
-        results: &global.results,
-    };
-    let out = registry::reproduce(&args.experiment, &context)?;
-    match args.format {
-        Format::Json => println!("{}", out.json),
-        Format::Text => print!("{}\n{}", out.title, out.text),
+    let results = args
+        .sweep
+        .out
+        .clone()
+        .unwrap_or_else(|| global.results.clone());
+    let mut verdicts = Vec::new();
+    for name in &args.experiments {
+        if registry::find(name).is_some() {
+            let context = Context {
+                configs: &configs,
+                results: &results,
+            };
+            let out = registry::reproduce(name, &context)?;
+            match args.format {
+                Format::Json => println!("{}", out.json),
+                Format::Text => print!("{}\n{}", out.title, out.text),
+            }
+            for path in &out.written {
+                eprintln!("wrote {}", path.display());
+            }
+            verdicts.push(out.verdict);
+            continue;
+        }
+        let config = load(&configs, name)?;
+        verdicts.push(sweep_one(&config, &args, &configs, &results, global)?);
     }
-    for path in &out.written {
+    Ok(exit(&verdicts))
+}
+
+pub fn verify(args: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let configs = crate::paths::configs_dir(global.configs.as_deref());
+    let results = args
+        .sweep
+        .out
+        .clone()
+        .unwrap_or_else(|| global.results.clone());
+    let mut verdicts = Vec::new();
+    for name in &args.experiments {
+        let config = load(&configs, name)?;
+        let outcome = sweep::verify(&config, &args.sweep.profile, &configs, &results)?;
+        println!(
+            "{} ({} profile)\n\n{}",
+            config.header.title,
+            args.sweep.profile,
+            outcome.text()
+        );
+        verdicts.push(outcome.verdict());
+    }
+    Ok(exit(&verdicts))
+}
+
+fn exit(verdicts: &[Verdict]) -> ExitCode {
+    if verdicts.contains(&Verdict::Failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(crate) fn load(configs: &Path, name: &str) -> anyhow::Result<SweepConfig> {
+    let path = configs.join(format!("{name}.toml"));
+    // A file that exists is read as a sweep config even if it does not parse, so that a typo in
+    // it is reported against the file rather than as an unknown experiment.
+    if !path.is_file() {
+        let known = registry::configs(configs)?
+            .into_iter()
+            .filter(|c| c.implemented)
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        anyhow::bail!(
+            "no experiment `{name}` in {} (available: {known})",
+            configs.display()
+        );
+    }
+    Ok(SweepConfig::load(configs, name)?)
+}
+
+fn sweep_one(
+    config: &SweepConfig,
+    args: &Args,
+    configs: &Path,
+    results: &Path,
+    global: &Global,
+) -> anyhow::Result<Verdict> {
+    let profile = args.sweep.profile.as_str();
+    let about = config.profile(profile)?.about.clone();
+    let protocol = CifarProtocol::read(&configs.join("reference/paper.toml"))?;
+    let options = plan::Options {
+        device: args.device,
+        models: args.models.clone(),
+        data: global.data_path("cifar10").map(Path::to_path_buf),
+        kernels: nets::Kernels::Fast,
+    };
+    let store = sweep::store_dir(results);
+    let mut runs = plan::plan(config, profile, &protocol, &options, &store)?;
+    if !args.no_probe {
+        if !args.quiet {
+            eprintln!("probing training speed of the models still to train (cached per build)...");
+        }
+        plan::estimate(
+            &mut runs,
+            plan::default_probe_cache().as_deref(),
+            trainer::bench::threads(),
+        );
+    }
+    println!("{} ({profile} profile)\n{about}\n", config.header.title);
+    print!("{}", plan_table(&runs, args.jobs, &args.device));
+    if args.dry_run {
+        return Ok(Verdict::NotRun);
+    }
+    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
+    let cache = datasets::cifar::default_cache_dir();
+    let progress = SweepProgress::new(&runs, args.quiet);
+    let trained = sweep::execute::execute(&runs, args.jobs, Some(&cache), &provenance, &progress);
+    progress.overall.finish_and_clear();
+    trained?;
+    // The tables hold every finished run of the sweep, also those of earlier `--models` choices.
+    let all = plan::Options {
+        models: Vec::new(),
+        ..options
+    };
+    let runs = plan::plan(config, profile, &protocol, &all, &store)?;
+    let outcome = sweep::tabulate(config, profile, &runs, configs, results, Some(&cache))
+        .with_context(|| format!("tabulating {}", config.name))?;
+    match args.format {
+        Format::Text => println!("\n{}", outcome.text()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.verdicts).expect("verdicts serialise")
+        ),
+    }
+    for path in &outcome.written {
         eprintln!("wrote {}", path.display());
     }
-    Ok(match out.verdict {
-        Verdict::Failed => ExitCode::from(1),
-        _ => ExitCode::SUCCESS,
-    })
+    let reports = args.reports.join(&config.name).join(profile);
+    if args.report {
+        let subject = super::report::subject(config, profile)?;
+        let written = report::write_report(&subject, results, &reports)?;
+        for path in written.figures.iter().chain([&written.markdown]) {
+            eprintln!("wrote {}", path.display());
+        }
+    } else {
+        eprintln!(
+            "figures and report: `suite report {} --profile {profile} --reports {}`",
+            config.name,
+            args.reports.display()
+        );
+    }
+    Ok(outcome.verdict())
+}
+
+/// The plan as a table: each run, its status and its estimated time on this device.
+fn plan_table(runs: &[plan::PlannedRun], jobs: usize, device: &DeviceName) -> String {
+    let hms = |s: f64| {
+        let s = s.round() as u64;
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                r.seed.to_string(),
+                r.spec.iterations.to_string(),
+                format!("{:.1}M", r.flops as f64 / 1e6),
+                r.status.label(),
+                match (r.status, r.estimate_s) {
+                    (plan::Status::Done, _) => "-".into(),
+                    (_, Some(s)) => hms(s),
+                    (_, None) => "?".into(),
+                },
+                r.dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            ]
+        })
+        .collect();
+    let mut out = experiments::text::markdown_table(
+        &[
+            "model",
+            "seed",
+            "iterations",
+            "FLOPs",
+            "status",
+            "estimate",
+            "run",
+        ],
+        &rows,
+    );
+    let left: f64 = runs.iter().filter_map(|r| r.estimate_s).sum();
+    let todo = runs
+        .iter()
+        .filter(|r| r.status != plan::Status::Done)
+        .count();
+    // CPU jobs split the same cores, so they only overlap the work; GPU jobs add throughput.
+    let wall = if *device == DeviceName::Cpu {
+        left
+    } else {
+        left / jobs.max(1) as f64
+    };
+    let unestimated = runs
+        .iter()
+        .any(|r| r.status != plan::Status::Done && r.estimate_s.is_none());
+    let estimate = if unestimated {
+        "no complete time estimate (probe skipped or failed)".to_string()
+    } else {
+        format!(
+            "estimated {} on {device} (probe-based: training speed measured for a few steps; \
+             evaluation counted at three times that speed)",
+            hms(wall)
+        )
+    };
+    out += &format!("\n{todo} of {} runs to train; {estimate}\n", runs.len());
+    out
+}
+
+/// One bar over the sweep's runs, one bar per run in flight.
+struct SweepProgress {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    quiet: bool,
+    finished: Mutex<u64>,
+}
+
+impl SweepProgress {
+    fn new(runs: &[plan::PlannedRun], quiet: bool) -> Self {
+        let multi = MultiProgress::new();
+        let todo = runs.iter().filter(|r| r.status != plan::Status::Done);
+        let overall = if quiet {
+            ProgressBar::hidden()
+        } else {
+            multi.add(ProgressBar::new(todo.count() as u64))
+        };
+        overall.set_style(
+            ProgressStyle::with_template(
+                "sweep [{bar:30}] {pos}/{len} runs, elapsed {elapsed}, ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        overall.enable_steady_tick(Duration::from_secs(1));
+        Self {
+            multi,
+            overall,
+            quiet,
+            finished: Mutex::new(0),
+        }
+    }
+}
+
+impl SweepObserver for SweepProgress {
+    fn run_started(&self, run: &plan::PlannedRun) -> Box<dyn Observer + Send> {
+        let bar = if self.quiet {
+            ProgressBar::hidden()
+        } else {
+            self.multi.add(ProgressBar::new(run.spec.iterations))
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>22} [{bar:30}] {pos}/{len} it, {per_sec}, ETA {eta} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{} seed {}", run.model, run.seed));
+        if self.quiet {
+            eprintln!("{} seed {}: {}", run.model, run.seed, run.status.label());
+        }
+        Box::new(RunProgress { bar })
+    }
+
+    fn run_finished(&self, run: &plan::PlannedRun, summary: &Summary) {
+        *self.finished.lock().unwrap() += 1;
+        self.overall.inc(1);
+        let line = format!(
+            "{} seed {}: train error {:.2}%, test error {:.2}%, {:.1} images/s, {:.0} s",
+            run.model,
+            run.seed,
+            100.0 * summary.final_train_error,
+            100.0 * summary.final_test_error,
+            summary.images_per_s,
+            summary.wall_s
+        );
+        if self.overall.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.overall.println(line);
+        }
+    }
+}
+
+struct RunProgress {
+    bar: ProgressBar,
+}
+
+impl Observer for RunProgress {
+    fn started(&mut self, spec: &RunSpec, from: u64) {
+        self.bar.set_length(spec.iterations);
+        self.bar.set_position(from);
+        self.bar.reset_eta();
+    }
+    fn step(&mut self, iteration: u64, loss: f32) {
+        self.bar.set_position(iteration);
+        self.bar.set_message(format!("loss {loss:.3}"));
+    }
+    fn evaluating(&mut self, _iteration: u64) {
+        self.bar.set_message("evaluating");
+    }
+}
+
+impl Drop for RunProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -1,0 +1,496 @@
+//! Sweeps without training: the repository's configs, config errors, plan decisions, claim rules on
+//! hand-made results, and the tables' schema.
+
+use std::path::{Path, PathBuf};
+
+use experiments::Verdict;
+use experiments::store;
+use experiments::sweep::claims::{self, binomial_sd};
+use experiments::sweep::config::SweepConfig;
+use experiments::sweep::plan::{self, Options, Status};
+use experiments::sweep::tables::{self, LayerRow, RunRecord};
+
+fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+fn protocol() -> trainer::CifarProtocol {
+    trainer::CifarProtocol::read(&configs().join("reference/paper.toml")).unwrap()
+}
+
+fn reference() -> (paper::Paper, toml::Value) {
+    let path = configs().join("reference/paper.toml");
+    (
+        paper::Paper::load(&path).unwrap(),
+        paper::read_toml(&path).unwrap(),
+    )
+}
+
+#[test]
+fn the_repository_sweeps_load() {
+    for name in ["table6", "fig1", "fig6", "fig7", "ablation-skip"] {
+        let config = SweepConfig::load(&configs(), name).unwrap();
+        for profile in ["smoke", "quick", "paper"] {
+            config.profile(profile).unwrap();
+        }
+        assert!(!config.claims.is_empty(), "{name}");
+    }
+    // A figure's runs are the table's runs: the same specs, so the same directories.
+    let store = Path::new("/store");
+    let ids = |name: &str| -> Vec<PathBuf> {
+        let config = SweepConfig::load(&configs(), name).unwrap();
+        plan::plan(&config, "quick", &protocol(), &Options::default(), store)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.dir)
+            .collect()
+    };
+    let table6 = ids("table6");
+    for name in ["fig1", "fig6", "fig7"] {
+        for dir in ids(name) {
+            assert!(table6.contains(&dir), "{name}: {}", dir.display());
+        }
+    }
+    // Table 6's resnet20 seed 0 is also the ablation's span-2 net.
+    assert!(ids("ablation-skip").iter().any(|d| table6.contains(d)));
+}
+
+/// A configs directory holding the real reference, Table 6 and `bad.toml` with `text`, and what
+/// loading `bad` says.
+fn config_with(text: &str) -> (tempfile::TempDir, Result<(), String>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("reference")).unwrap();
+    std::fs::copy(
+        configs().join("reference/paper.toml"),
+        dir.path().join("reference/paper.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        configs().join("table6.toml"),
+        dir.path().join("table6.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+    let loaded = SweepConfig::load(dir.path(), "bad")
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (dir, loaded)
+}
+
+const GOOD: &str = r#"
+[experiment]
+title = "t"
+dataset = "cifar10"
+profiles_from = "table6"
+
+[[runs]]
+models = ["plain20", "plain56"]
+
+[[claims]]
+id = "c"
+paper = "figures.fig1.claim"
+profiles = ["quick"]
+check = { rule = "ascending", metric = "final_train_error", chains = [["plain20", "plain56"]] }
+"#;
+
+#[test]
+fn bad_configs_name_the_file_the_key_and_what_is_allowed() {
+    config_with(GOOD).1.unwrap();
+    for (from, to, needles) in [
+        (
+            "title = \"t\"",
+            "title = \"t\"\ncolour = 1",
+            vec!["colour", "experiment"],
+        ),
+        (
+            "models = [\"plain20\", \"plain56\"]",
+            "models = \"plain20\"",
+            vec!["runs[0].models"],
+        ),
+        (
+            "models = [\"plain20\", \"plain56\"]",
+            "models = [\"plain20\", \"plain57\"]",
+            vec!["runs[0].models[1]", "6n+2"],
+        ),
+        (
+            "models = [\"plain20\", \"plain56\"]",
+            "models = [\"plain20\", \"resnet50\"]",
+            vec!["runs[0].models[1]", "ImageNet"],
+        ),
+        (
+            "[[\"plain20\", \"plain56\"]]",
+            "[[\"plain20\", \"resnet56\"]]",
+            vec!["claims[0].check.chains[0][1]", "plain20, plain56"],
+        ),
+        (
+            "profiles = [\"quick\"]",
+            "profiles = [\"fast\"]",
+            vec!["claims[0].profiles[0]", "smoke"],
+        ),
+        (
+            "figures.fig1.claim",
+            "figures.fig1.claims",
+            vec!["claims[0].paper", "figures.fig1.claims"],
+        ),
+        (
+            "rule = \"ascending\"",
+            "rule = \"sideways\"",
+            vec!["claims[0]", "sideways"],
+        ),
+        (
+            "dataset = \"cifar10\"",
+            "dataset = \"mnist\"",
+            vec!["experiment.dataset", "cifar10"],
+        ),
+        (
+            "profiles_from = \"table6\"",
+            "profiles_from = \"table9\"",
+            vec!["experiment.profiles_from", "table9"],
+        ),
+    ] {
+        let err = config_with(&GOOD.replace(from, to)).1.unwrap_err();
+        assert!(err.contains("bad.toml"), "{to}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{to}: `{needle}` not in: {err}");
+        }
+    }
+}
+
+#[test]
+fn the_plan_skips_finished_runs_and_resumes_half_done_ones() {
+    let store = tempfile::tempdir().unwrap();
+    let config = SweepConfig::load(&configs(), "fig1").unwrap();
+    let runs = plan::plan(
+        &config,
+        "smoke",
+        &protocol(),
+        &Options::default(),
+        store.path(),
+    )
+    .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.status == Status::New));
+    assert_eq!(runs[0].spec.iterations, 4);
+    assert_eq!(runs[0].spec.batch_size, 8);
+    // Finished: the summary marks it. Half done: a checkpoint, resumed from the last metrics row.
+    std::fs::create_dir_all(&runs[0].dir).unwrap();
+    std::fs::write(runs[0].dir.join(trainer::run::SUMMARY_FILE), "{}").unwrap();
+    std::fs::create_dir_all(&runs[1].dir).unwrap();
+    std::fs::write(runs[1].dir.join(trainer::run::CHECKPOINT_FILE), b"x").unwrap();
+    std::fs::write(
+        runs[1].dir.join(trainer::run::METRICS_FILE),
+        format!(
+            "{}\n2,0.16,0.1,2.3,0.9,2.3,0.9,10.0,1.0\n",
+            trainer::metrics::HEADER
+        ),
+    )
+    .unwrap();
+    let again = plan::plan(
+        &config,
+        "smoke",
+        &protocol(),
+        &Options::default(),
+        store.path(),
+    )
+    .unwrap();
+    assert_eq!(again[0].status, Status::Done);
+    assert_eq!(again[1].status, Status::HalfDone { iteration: 2 });
+    // Half done: only the iterations left are estimated.
+    let full = plan::seconds_left(&again[1].spec, Status::New, 100.0);
+    let half = plan::seconds_left(&again[1].spec, again[1].status, 100.0);
+    assert!(half < full && half > 0.0, "{half} {full}");
+    // --models restricts; `core` expands; an unknown name lists the runs.
+    let table6 = SweepConfig::load(&configs(), "table6").unwrap();
+    let core = plan::selection(&table6, "quick", &["core".into()]).unwrap();
+    assert_eq!(core, ["plain20", "plain56", "resnet20", "resnet56"]);
+    let err = plan::selection(&table6, "quick", &["resnet21".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("resnet21") && err.contains("resnet1202"),
+        "{err}"
+    );
+    let options = Options {
+        models: vec!["resnet110".into()],
+        ..Options::default()
+    };
+    let paper = plan::plan(&table6, "paper", &protocol(), &options, store.path()).unwrap();
+    assert_eq!(paper.len(), 5, "ResNet-110 runs five times");
+    assert_eq!(paper[0].spec.iterations, 64_000);
+    let quick = plan::plan(&table6, "quick", &protocol(), &options, store.path()).unwrap();
+    assert_eq!(quick.len(), 1, "quick takes one seed");
+}
+
+fn record(model: &str, seed: u64, train: f64, test: f64) -> RunRecord {
+    let spec: nets::ModelSpec = model.parse().unwrap();
+    RunRecord {
+        run_id: format!("{model}-seed{seed}"),
+        model: model.into(),
+        depth: spec.depth() as u64,
+        residual: spec.residual,
+        shortcut: if spec.residual {
+            "A".into()
+        } else {
+            String::new()
+        },
+        convs_per_unit: spec.convs_per_unit().unwrap() as u64,
+        seed,
+        iterations: 400,
+        final_train_error: train,
+        train_error_images: 2560,
+        final_test_error: test,
+        test_images: 10_000,
+        best_test_error: test - 0.5,
+        parameters: 1,
+        flops: 2,
+        wall_s: 3.0,
+        images_per_s: 4.0,
+        device: "cpu".into(),
+        kernels: "fast".into(),
+        commit: "abc".into(),
+    }
+}
+
+fn verdicts(
+    name: &str,
+    profile: &str,
+    records: &[RunRecord],
+    layers: &[LayerRow],
+) -> Vec<(String, Verdict, String)> {
+    let config = SweepConfig::load(&configs(), name).unwrap();
+    let (paper, toml) = reference();
+    claims::decide(&config, profile, records, layers, &paper, &toml)
+        .into_iter()
+        .map(|v| (v.claim, v.verdict, v.why))
+        .collect()
+}
+
+fn verdict_of(all: &[(String, Verdict, String)], id: &str) -> Verdict {
+    all.iter()
+        .find(|v| v.0 == id)
+        .unwrap_or_else(|| panic!("{id}"))
+        .1
+}
+
+#[test]
+fn orderings_hold_fail_or_are_inconclusive_by_their_margin() {
+    // Binomial sd of 50% on 10,000 images is 0.5 points; two such means have a margin of 0.71.
+    assert!((binomial_sd(50.0, 10_000) - 0.5).abs() < 1e-12);
+    let with = |plain56_test: f64| {
+        let records = [
+            record("plain20", 0, 60.0, 56.0),
+            record("plain56", 0, 80.0, plain56_test),
+        ];
+        verdicts("fig1", "quick", &records, &[])
+    };
+    assert_eq!(
+        verdict_of(&with(78.0), "fig1-plain56-higher-test-error"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&with(56.3), "fig1-plain56-higher-test-error"),
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        verdict_of(&with(50.0), "fig1-plain56-higher-test-error"),
+        Verdict::Failed
+    );
+    // On the smoke profile no claim applies; with a run missing, the claim is not run.
+    let smoke = verdicts("fig1", "smoke", &[record("plain20", 0, 60.0, 56.0)], &[]);
+    assert!(smoke.iter().all(|v| v.1 == Verdict::NotApplicable));
+    let missing = verdicts("fig1", "quick", &[record("plain20", 0, 60.0, 56.0)], &[]);
+    assert_eq!(
+        verdict_of(&missing, "fig1-plain56-higher-train-error"),
+        Verdict::NotRun
+    );
+    assert!(missing[0].2.contains("plain56"), "{:?}", missing[0]);
+}
+
+#[test]
+fn seeds_widen_the_margin_and_table6_bands_follow_the_paper() {
+    // Five ResNet-110 seeds around the paper's 6.61 ± 0.16, the rest on Table 6's values.
+    let mut records: Vec<RunRecord> = [6.4, 6.5, 6.6, 6.7, 6.8]
+        .iter()
+        .enumerate()
+        .map(|(s, e)| record("resnet110", s as u64, 0.5, *e))
+        .collect();
+    for (model, test) in [
+        ("resnet20", 8.75),
+        ("resnet32", 7.51),
+        ("resnet44", 7.17),
+        ("resnet56", 6.97),
+        ("resnet1202", 7.93),
+    ] {
+        records.push(record(
+            model,
+            0,
+            if model == "resnet1202" { 0.05 } else { 1.0 },
+            test,
+        ));
+    }
+    let all = verdicts("table6", "paper", &records, &[]);
+    assert_eq!(verdict_of(&all, "table6-resnet-errors"), Verdict::Held);
+    assert_eq!(verdict_of(&all, "fig6-resnet1202-fits"), Verdict::Held);
+    assert_eq!(
+        verdict_of(&all, "fig6-resnet1202-tests-worse-than-110"),
+        Verdict::Held
+    );
+    // ResNet-44 vs -56 differ by 0.2 points, inside the binomial margin on 10k images.
+    assert_eq!(
+        verdict_of(&all, "fig6-resnets-gain-with-depth"),
+        Verdict::Inconclusive
+    );
+    // Plain runs missing: not run, never held.
+    assert_eq!(
+        verdict_of(&all, "fig1-plain56-higher-train-error"),
+        Verdict::NotRun
+    );
+    // ResNet-20 a point off Table 6: outside twice the combined sd (about 0.8 points).
+    records
+        .iter_mut()
+        .find(|r| r.model == "resnet20")
+        .unwrap()
+        .final_test_error = 9.75;
+    let off = verdicts("table6", "paper", &records, &[]);
+    assert_eq!(verdict_of(&off, "table6-resnet-errors"), Verdict::Failed);
+}
+
+#[test]
+fn the_span_question_and_layer_responses() {
+    let ablation = |k1: f64, k2: f64, k3: f64| {
+        let mut records = Vec::new();
+        for seed in 0..2 {
+            let d = seed as f64 * 0.2;
+            records.push(record("resnet20-k1", seed, 50.0, k1 + d));
+            records.push(record("resnet20", seed, 50.0, k2 + d));
+            records.push(record("resnet20-k3", seed, 50.0, k3 + d));
+        }
+        verdict_of(
+            &verdicts("ablation-skip", "quick", &records, &[]),
+            "span2-lowest-test-error-20",
+        )
+    };
+    assert_eq!(ablation(52.0, 49.0, 53.0), Verdict::Held);
+    assert_eq!(ablation(49.0, 52.0, 53.0), Verdict::Failed);
+    assert_eq!(ablation(49.3, 49.0, 53.0), Verdict::Inconclusive);
+
+    let layers = |model: &str, stds: &[f64]| -> Vec<LayerRow> {
+        stds.iter()
+            .enumerate()
+            .map(|(i, s)| LayerRow {
+                run_id: format!("{model}-seed0"),
+                model: model.into(),
+                seed: 0,
+                layer: i as u64 + 1,
+                name: format!("l{i}"),
+                std: *s,
+                rank: 0,
+            })
+            .collect()
+    };
+    let records = [
+        record("plain20", 0, 1.0, 1.0),
+        record("resnet20", 0, 1.0, 1.0),
+        record("plain56", 0, 1.0, 1.0),
+        record("resnet56", 0, 1.0, 1.0),
+    ];
+    let mut rows = layers("plain20", &[1.0, 1.0, 1.0, 1.0]);
+    rows.extend(layers("resnet20", &[0.5, 0.5, 0.5, 2.0]));
+    rows.extend(layers("plain56", &[1.0, 1.0, 1.0, 1.0]));
+    rows.extend(layers("resnet56", &[0.4, 0.4, 0.4, 0.4]));
+    let all = verdicts("fig7", "quick", &records, &rows);
+    assert_eq!(
+        verdict_of(&all, "fig7-resnet-responses-smaller"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&all, "fig7-resnet56-smaller-than-resnet20"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&all, "fig7-deeper-resnets-smaller"),
+        Verdict::NotRun
+    );
+}
+
+#[test]
+fn tables_keep_their_schema_through_parquet() {
+    let records = vec![
+        record("plain20", 0, 60.0, 56.0),
+        record("resnet110", 3, 5.0, 6.5),
+    ];
+    let mut frame = tables::runs_frame(&records).unwrap();
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for column in [
+        "model",
+        "depth",
+        "residual",
+        "shortcut",
+        "seed",
+        "iterations",
+        "final_train_error",
+        "final_test_error",
+        "best_test_error",
+        "parameters",
+        "flops",
+        "wall_s",
+        "images_per_s",
+        "device",
+        "kernels",
+        "commit",
+    ] {
+        assert!(names.iter().any(|n| n == column), "runs lacks {column}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    store::write_table(&mut frame, dir.path(), "runs").unwrap();
+    let path = dir.path().join("runs.parquet");
+    let back = tables::records_from(&store::read_parquet(&path).unwrap(), &path).unwrap();
+    assert_eq!(back, records);
+    let (paper, _) = reference();
+    let summary = tables::summarise(&records, &paper);
+    assert_eq!(summary[1].paper_error_mean, Some(6.61));
+    assert_eq!(
+        summary[0].paper_error, None,
+        "plain nets have no Table 6 row"
+    );
+    let mut frame_summary = tables::summary_frame(&summary).unwrap();
+    store::write_table(&mut frame_summary, dir.path(), "summary").unwrap();
+    let path = dir.path().join("summary.parquet");
+    let back = tables::summaries_from(&store::read_parquet(&path).unwrap(), &path).unwrap();
+    assert_eq!(back.len(), summary.len());
+    assert_eq!(back[1].paper_error_mean, Some(6.61));
+    assert_eq!(back[0].paper_error, None);
+    assert_eq!(back[1].test_error_mean, summary[1].test_error_mean);
+    // A column of the wrong type says which, and what it is.
+    let mut wrong = frame.clone();
+    wrong
+        .with_column(polars::prelude::Column::new(
+            "depth".into(),
+            vec!["twenty"; records.len()],
+        ))
+        .unwrap();
+    store::write_table(&mut wrong, dir.path(), "wrong").unwrap();
+    let path = dir.path().join("wrong.parquet");
+    let err = tables::records_from(&store::read_parquet(&path).unwrap(), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wrong.parquet") && err.contains("column `depth`"),
+        "{err}"
+    );
+    // A table without a column says which.
+    let mut broken = frame.drop("seed").unwrap();
+    store::write_table(&mut broken, dir.path(), "broken").unwrap();
+    let path = dir.path().join("broken.parquet");
+    let err = tables::records_from(&store::read_parquet(&path).unwrap(), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("broken.parquet") && err.contains("seed"),
+        "{err}"
+    );
+}

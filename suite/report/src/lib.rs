@@ -1,0 +1,94 @@
+//! Reports: a sweep's result tables (`results/<experiment>/<profile>/`) turned into the paper's
+//! figures (PNG and SVG, drawn the same way in both) and a Markdown report with the verdicts and
+//! the paper's numbers beside the measured ones. The only crate besides `experiments` that reads
+//! polars tables, and the only one that draws; nothing that trains depends on it.
+
+mod figures;
+mod font;
+mod markdown;
+mod results;
+
+use std::path::{Path, PathBuf};
+
+pub use figures::FigureKind;
+pub use results::{CurvePoint, Results, VerdictLine};
+
+/// What went wrong while reading results or writing a report; each names the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no results in {} (run `{command}` first)", .dir.display())]
+    NoResults { dir: PathBuf, command: String },
+    /// Boxed: `experiments::Error` is large, and every drawing call returns this type.
+    #[error(transparent)]
+    Experiments(Box<experiments::Error>),
+    #[error("drawing {}: {message}", .path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error(transparent)]
+    Write(#[from] files::Error),
+}
+
+impl From<experiments::Error> for Error {
+    fn from(e: experiments::Error) -> Self {
+        Self::Experiments(Box::new(e))
+    }
+}
+
+/// Which sweep a report is about, and how it was produced.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// The experiment's name (`table6`, `fig1`, ...).
+    pub experiment: String,
+    /// Its config's title.
+    pub title: String,
+    pub profile: String,
+    /// The profile's own description, from the config.
+    pub about: String,
+}
+
+/// The files a report wrote, and the verdicts it shows.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub figures: Vec<PathBuf>,
+    pub markdown: PathBuf,
+    pub verdicts: Vec<VerdictLine>,
+}
+
+/// Reads `<results>/<experiment>/<profile>/` and writes the figures and `report.md` into
+/// `out` (created if missing). An experiment without results is [`Error::NoResults`].
+pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Written, Error> {
+    let tables = experiments::sweep::tables_dir(results, &subject.experiment, &subject.profile);
+    let data = Results::read(&tables, subject)?;
+    std::fs::create_dir_all(out).map_err(|source| files::Error {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut written = Written::default();
+    let mut drawn = Vec::new();
+    for kind in FigureKind::for_results(&subject.experiment, &data) {
+        let paths = figures::draw(kind, &data, out)?;
+        drawn.push((kind, paths[0].clone()));
+        written.figures.extend(paths);
+    }
+    let text = markdown::report(subject, &data, &drawn, out);
+    let path = out.join("report.md");
+    files::write_atomic(&path, text.as_bytes())?;
+    written.markdown = path;
+    written.verdicts = data.verdicts;
+    Ok(written)
+}
+
+/// Writes `<reports>/index-<profile>.md`: one line per report with its verdict counts and a link.
+pub fn write_index(
+    profile: &str,
+    reports: &[(Subject, Written)],
+    dir: &Path,
+) -> Result<PathBuf, Error> {
+    let text = markdown::index(profile, reports, dir);
+    let path = dir.join(format!("index-{profile}.md"));
+    std::fs::create_dir_all(dir).map_err(|source| files::Error {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    files::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}

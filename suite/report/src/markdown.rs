@@ -1,0 +1,198 @@
+//! `report.md`: provenance, the verdicts, the measured numbers beside the paper's, the figures.
+
+use std::path::{Path, PathBuf};
+
+use experiments::text::markdown_table;
+
+use crate::figures::{FigureKind, display_name};
+use crate::results::Results;
+use crate::{Subject, Written};
+
+/// The report's text; figures are linked relative to `out`, where the report is written.
+pub fn report(
+    subject: &Subject,
+    results: &Results,
+    figures: &[(FigureKind, PathBuf)],
+    out: &Path,
+) -> String {
+    let mut text = format!(
+        "# {}\n\nProfile `{}`: {}\n\n",
+        subject.title, subject.profile, subject.about
+    );
+    text += "## Provenance\n\n";
+    text += &provenance(subject, results);
+    text += "\n## Verdicts\n\n";
+    text += &verdicts(results);
+    text += "\n## Measured and the paper\n\n";
+    text += &summary(results);
+    text += "\nErrors in percent after the last iteration (mean ± std over seeds); the best \
+             test error seen during training is in `runs.parquet` and is never used for claims.\n";
+    if !figures.is_empty() {
+        text += "\n## Figures\n";
+    }
+    for (kind, png) in figures {
+        let link = png.strip_prefix(out).unwrap_or(png).display().to_string();
+        text += &format!("\n![{}]({link})\n\n{}\n", kind.stem(), kind.caption());
+    }
+    text
+}
+
+fn distinct_joined(values: impl Iterator<Item = String>) -> String {
+    let mut v: Vec<String> = values.collect();
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
+fn provenance(subject: &Subject, results: &Results) -> String {
+    let runs = &results.runs;
+    let wall: f64 = runs.iter().map(|r| r.wall_s).sum();
+    let seeds = distinct_joined(runs.iter().map(|r| r.seed.to_string()));
+    let rows = vec![
+        vec![
+            "produced by".into(),
+            format!(
+                "`suite reproduce {} --profile {}` (tables in `{}`)",
+                subject.experiment,
+                subject.profile,
+                results.dir.display()
+            ),
+        ],
+        vec![
+            "runs".into(),
+            format!(
+                "{} ({}; seeds {seeds})",
+                runs.len(),
+                distinct_joined(runs.iter().map(|r| display_name(&r.model)))
+            ),
+        ],
+        vec![
+            "iterations".into(),
+            distinct_joined(runs.iter().map(|r| r.iterations.to_string())),
+        ],
+        vec![
+            "device, kernels".into(),
+            distinct_joined(runs.iter().map(|r| format!("{}, {}", r.device, r.kernels))),
+        ],
+        vec![
+            "commit".into(),
+            distinct_joined(runs.iter().map(|r| r.commit.clone())),
+        ],
+        vec![
+            "wall time".into(),
+            format!("{:.2} h over all runs", wall / 3600.0),
+        ],
+    ];
+    markdown_table(&["", ""], &rows)
+}
+
+fn verdicts(results: &Results) -> String {
+    if results.verdicts.is_empty() {
+        return "No verdicts written yet (`suite verify` writes them).\n".into();
+    }
+    let rows: Vec<Vec<String>> = results
+        .verdicts
+        .iter()
+        .map(|v| {
+            vec![
+                v.claim.clone(),
+                v.statement.clone(),
+                bold_if_failed(&v.verdict),
+                v.paper.clone(),
+                v.measured.clone(),
+                v.why.clone(),
+            ]
+        })
+        .collect();
+    markdown_table(
+        &["claim", "statement", "verdict", "paper", "measured", "why"],
+        &rows,
+    )
+}
+
+fn bold_if_failed(verdict: &str) -> String {
+    if verdict == "failed" {
+        "**failed**".into()
+    } else {
+        verdict.into()
+    }
+}
+
+fn summary(results: &Results) -> String {
+    let rows: Vec<Vec<String>> = results
+        .summary
+        .iter()
+        .map(|s| {
+            let test = if s.test_error_std.is_finite() {
+                format!("{:.2} ± {:.2}", s.test_error_mean, s.test_error_std)
+            } else {
+                format!("{:.2}", s.test_error_mean)
+            };
+            // Table 6 gives ResNet-110 as mean ± std (and its best run): the mean is compared.
+            let reference = s.paper_error_mean.or(s.paper_error);
+            let paper = match (s.paper_error_mean, s.paper_error_std, s.paper_error) {
+                (Some(mean), Some(sd), Some(best)) => {
+                    format!("{mean:.2} ± {sd:.2} (best {best:.2})")
+                }
+                (_, _, Some(p)) => format!("{p:.2}"),
+                _ => String::new(),
+            };
+            let diff = reference
+                .map(|p| format!("{:+.2}", s.test_error_mean - p))
+                .unwrap_or_default();
+            vec![
+                display_name(&s.model),
+                s.seeds.to_string(),
+                format!("{:.2}", s.train_error_mean),
+                test,
+                paper,
+                diff,
+            ]
+        })
+        .collect();
+    markdown_table(
+        &[
+            "net",
+            "seeds",
+            "training error",
+            "test error",
+            "paper (Table 6)",
+            "measured − paper",
+        ],
+        &rows,
+    )
+}
+
+/// The verdicts a report can hold, in the order the index counts them.
+const VERDICTS: [&str; 5] = ["held", "failed", "inconclusive", "not run", "n/a"];
+
+/// An index over reports of one profile: per experiment, its verdict counts and a link.
+pub fn index(profile: &str, reports: &[(Subject, Written)], dir: &Path) -> String {
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|(subject, written)| {
+            let link = written
+                .markdown
+                .strip_prefix(dir)
+                .unwrap_or(&written.markdown)
+                .display()
+                .to_string();
+            let mut row = vec![
+                format!("[{}]({link})", subject.experiment),
+                subject.title.clone(),
+            ];
+            row.extend(VERDICTS.iter().map(|v| {
+                let n = written.verdicts.iter().filter(|l| l.verdict == *v).count();
+                n.to_string()
+            }));
+            row
+        })
+        .collect();
+    let mut headers = vec!["experiment", "title"];
+    headers.extend(VERDICTS);
+    format!(
+        "# Reports, {profile} profile\n\nEvery experiment with results in this profile, with its \
+         verdict counts.\n\n{}",
+        markdown_table(&headers, &rows)
+    )
+}

@@ -1,0 +1,139 @@
+//! A sweep's tables read back: runs, summary and Fig. 7 layers through `experiments`' own
+//! readers, the curves and verdicts here.
+
+use std::path::{Path, PathBuf};
+
+use experiments::store::{Columns, read_parquet};
+use experiments::sweep::tables::{
+    LayerRow, ModelSummary, RunRecord, layers_from, records_from, summaries_from,
+};
+use polars::prelude::DataFrame;
+
+use crate::{Error, Subject};
+
+/// One logging window of one run (errors in percent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    pub model: String,
+    pub seed: u64,
+    pub iteration: u64,
+    pub train_error: f64,
+    pub test_error: Option<f64>,
+}
+
+/// One claim's verdict as `verdicts.parquet` holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictLine {
+    pub claim: String,
+    pub statement: String,
+    pub paper: String,
+    pub measured: String,
+    pub verdict: String,
+    pub why: String,
+}
+
+/// Everything a report draws on.
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub dir: PathBuf,
+    pub runs: Vec<RunRecord>,
+    pub curves: Vec<CurvePoint>,
+    pub summary: Vec<ModelSummary>,
+    pub layers: Vec<LayerRow>,
+    pub verdicts: Vec<VerdictLine>,
+}
+
+impl Results {
+    /// Reads the tables in `dir`; `runs.parquet` must exist, the others are read where present.
+    pub fn read(dir: &Path, subject: &Subject) -> Result<Self, Error> {
+        let runs_path = dir.join("runs.parquet");
+        if !runs_path.is_file() {
+            return Err(Error::NoResults {
+                dir: dir.to_path_buf(),
+                command: format!(
+                    "suite reproduce {} --profile {}",
+                    subject.experiment, subject.profile
+                ),
+            });
+        }
+        let runs = records_from(&read_parquet(&runs_path)?, &runs_path)?;
+        let optional = |name: &str| {
+            let path = dir.join(name);
+            path.is_file().then_some(path)
+        };
+        let curves = match optional("curves.parquet") {
+            Some(path) => curves_from(&read_parquet(&path)?, &path)?,
+            None => Vec::new(),
+        };
+        let summary = match optional("summary.parquet") {
+            Some(path) => summaries_from(&read_parquet(&path)?, &path)?,
+            None => Vec::new(),
+        };
+        let layers = match optional("fig7.parquet") {
+            Some(path) => layers_from(&read_parquet(&path)?, &path)?,
+            None => Vec::new(),
+        };
+        let verdicts = match optional("verdicts.parquet") {
+            Some(path) => verdicts_from(&read_parquet(&path)?, &path)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            runs,
+            curves,
+            summary,
+            layers,
+            verdicts,
+        })
+    }
+
+    /// The models that have a curve, in the order the runs table lists them.
+    pub fn curve_models(&self) -> Vec<String> {
+        let mut models: Vec<String> = Vec::new();
+        for r in &self.runs {
+            if !models.contains(&r.model) && self.curves.iter().any(|c| c.model == r.model) {
+                models.push(r.model.clone());
+            }
+        }
+        models
+    }
+}
+
+fn curves_from(df: &DataFrame, path: &Path) -> Result<Vec<CurvePoint>, Error> {
+    let c = Columns::new(df, path);
+    let (model, seed, iteration) = (c.strings("model")?, c.u64s("seed")?, c.u64s("iteration")?);
+    let (train, test) = (c.f64s("train_error")?, c.optional_f64s("test_error")?);
+    Ok((0..df.height())
+        .map(|i| CurvePoint {
+            model: model[i].clone(),
+            seed: seed[i],
+            iteration: iteration[i],
+            train_error: train[i],
+            test_error: test[i],
+        })
+        .collect())
+}
+
+fn verdicts_from(df: &DataFrame, path: &Path) -> Result<Vec<VerdictLine>, Error> {
+    let c = Columns::new(df, path);
+    let (claim, statement, paper) = (
+        c.strings("claim")?,
+        c.strings("statement")?,
+        c.strings("paper")?,
+    );
+    let (measured, verdict, why) = (
+        c.strings("measured")?,
+        c.strings("verdict")?,
+        c.strings("why")?,
+    );
+    Ok((0..df.height())
+        .map(|i| VerdictLine {
+            claim: claim[i].clone(),
+            statement: statement[i].clone(),
+            paper: paper[i].clone(),
+            measured: measured[i].clone(),
+            verdict: verdict[i].clone(),
+            why: why[i].clone(),
+        })
+        .collect())
+}

@@ -1,0 +1,119 @@
+//! Reports drawn from the committed quick-profile tables of real sweeps: every figure is a PNG
+//! that decodes at its size and is not blank, an SVG with the same text, and `report.md` holds
+//! the verdicts and links the figures.
+
+use std::path::Path;
+
+use report::{Error, Subject, write_report};
+
+fn subject(experiment: &str) -> Subject {
+    Subject {
+        experiment: experiment.into(),
+        title: format!("{experiment} title"),
+        profile: "quick".into(),
+        about: "the quick profile".into(),
+    }
+}
+
+/// Distinct colours in the image and the share of pixels that are not white.
+fn ink(path: &Path) -> (usize, f64, (u32, u32)) {
+    let img = image::open(path).unwrap().to_rgb8();
+    let mut colours: Vec<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    let inked = colours.iter().filter(|c| **c != [255, 255, 255]).count();
+    let share = inked as f64 / colours.len() as f64;
+    colours.sort();
+    colours.dedup();
+    (colours.len(), share, img.dimensions())
+}
+
+#[test]
+fn every_experiment_with_committed_results_gets_its_figures_and_report() {
+    let results = testkit::repository().join("results");
+    let expected: [(&str, &[&str]); 4] = [
+        ("table6", &["curves", "depth-error"]),
+        ("fig1", &["curves"]),
+        ("fig7", &["curves", "layer-responses", "depth-error"]),
+        ("ablation-skip", &["curves", "skip-span"]),
+    ];
+    for (experiment, stems) in expected {
+        let out = tempfile::tempdir().unwrap();
+        let written = write_report(&subject(experiment), &results, out.path()).unwrap();
+        let names: Vec<String> = written
+            .figures
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for stem in stems {
+            for ext in ["png", "svg"] {
+                let name = format!("{stem}.{ext}");
+                assert!(
+                    names.contains(&name),
+                    "{experiment}: {name} not in {names:?}"
+                );
+            }
+            let (colours, share, (w, h)) = ink(&out.path().join(format!("{stem}.png")));
+            assert!(w >= 700 && h >= 500, "{experiment}/{stem}: {w}x{h}");
+            // Axes, text and at least two series' colours; neither blank nor filled.
+            assert!(colours > 8, "{experiment}/{stem}: {colours} colours");
+            assert!(
+                share > 0.01 && share < 0.5,
+                "{experiment}/{stem}: {share} inked"
+            );
+            let svg = std::fs::read_to_string(out.path().join(format!("{stem}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+            assert!(
+                svg.contains("<text"),
+                "{experiment}/{stem}: no text in the SVG"
+            );
+        }
+        let md = std::fs::read_to_string(&written.markdown).unwrap();
+        assert!(md.starts_with(&format!("# {experiment} title")), "{md}");
+        assert!(md.contains("| claim") && md.contains("verdict"), "{md}");
+        for stem in stems {
+            assert!(md.contains(&format!("]({stem}.png)")), "{experiment}: {md}");
+        }
+        // The failed claims of these runs are in bold, as measured.
+        let verdicts =
+            std::fs::read_to_string(results.join(experiment).join("quick/verdicts.csv")).unwrap();
+        assert_eq!(
+            verdicts.contains(",failed,"),
+            md.contains("**failed**"),
+            "{experiment}"
+        );
+    }
+}
+
+#[test]
+fn curves_follow_the_paper_split_and_text() {
+    let results = testkit::repository().join("results");
+    let out = tempfile::tempdir().unwrap();
+    write_report(&subject("table6"), &results, out.path()).unwrap();
+    let svg = std::fs::read_to_string(out.path().join("curves.svg")).unwrap();
+    for text in [
+        "plain nets",
+        "residual nets",
+        "iter. (1e4)",
+        "error (%)",
+        "plain-56",
+        "ResNet-20",
+    ] {
+        assert!(svg.contains(text), "`{text}` missing from curves.svg");
+    }
+    let out = tempfile::tempdir().unwrap();
+    write_report(&subject("fig1"), &results, out.path()).unwrap();
+    let svg = std::fs::read_to_string(out.path().join("curves.svg")).unwrap();
+    assert!(svg.contains("training error") && svg.contains("test error"));
+    assert!(!svg.contains("residual nets"));
+}
+
+#[test]
+fn an_experiment_without_results_names_the_command_that_makes_them() {
+    let out = tempfile::tempdir().unwrap();
+    let err = write_report(&subject("fig6"), out.path(), out.path()).unwrap_err();
+    assert!(matches!(err, Error::NoResults { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("suite reproduce fig6 --profile quick"),
+        "{err}"
+    );
+}

@@ -1,0 +1,199 @@
+//! `suite reproduce` sweeps and `suite verify` on the real CIFAR-10 copy: the smoke profile of
+//! every CIFAR experiment, a rerun that trains nothing, and a sweep killed with SIGKILL whose
+//! rerun ends with the tables of an uninterrupted one.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::{Dir, shared_data};
+
+const SWEEPS: [&str; 5] = ["table6", "fig1", "fig6", "fig7", "ablation-skip"];
+
+/// The columns of a CSV table except those that measure time.
+fn figures(csv: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !["wall_s", "images_per_s", "commit"].contains(&header[i]))
+        .collect();
+    std::iter::once(
+        keep.iter()
+            .map(|&i| header[i])
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .chain(lines.map(|l| {
+        let cells: Vec<&str> = l.split(',').collect();
+        keep.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(",")
+    }))
+    .collect()
+}
+
+fn sweep_args<'a>(experiments: &[&'a str], out: &'a str, data: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["reproduce"];
+    args.extend_from_slice(experiments);
+    args.extend([
+        "--profile",
+        "smoke",
+        "--out",
+        out,
+        "--data",
+        data,
+        "--quiet",
+        "--no-probe",
+    ]);
+    args
+}
+
+#[test]
+fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
+    let Some(cifar) = shared_data("cifar10") else {
+        return;
+    };
+    let data = format!("cifar10={}", cifar.display());
+    let dir = Dir::default();
+
+    let out = dir
+        .suite(&sweep_args(&SWEEPS, "whole", &data))
+        .code(0)
+        .stdout();
+    assert!(out.contains("14 of 14 runs to train"), "{out}");
+    // The figures find Table 6's runs done.
+    assert!(out.contains("0 of 2 runs to train"), "{out}");
+    for name in SWEEPS {
+        let tables = dir.join(&format!("whole/{name}/smoke"));
+        for file in [
+            "runs.parquet",
+            "runs.csv",
+            "curves.parquet",
+            "summary.parquet",
+            "verdicts.json",
+            "verdicts.csv",
+        ] {
+            assert!(tables.join(file).is_file(), "{name}: no {file}");
+        }
+        assert_eq!(
+            tables.join("fig7.parquet").is_file(),
+            name == "fig7",
+            "{name}"
+        );
+    }
+    let runs = std::fs::read_to_string(dir.join("whole/table6/smoke/runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 1 + 14, "{runs}");
+    assert_eq!(runs.matches("resnet110,").count(), 5, "{runs}");
+    let verdicts = std::fs::read_to_string(dir.join("whole/table6/smoke/verdicts.json")).unwrap();
+    assert!(
+        verdicts.contains("\"verdict\": \"not_applicable\""),
+        "{verdicts}"
+    );
+
+    // A second sweep trains nothing and rewrites the same figures.
+    let before = figures(&dir.join("whole/table6/smoke/runs.csv"));
+    let again = dir
+        .suite(&sweep_args(&["table6"], "whole", &data))
+        .code(0)
+        .stdout();
+    assert!(again.contains("0 of 14 runs to train"), "{again}");
+    assert_eq!(figures(&dir.join("whole/table6/smoke/runs.csv")), before);
+
+    for name in SWEEPS {
+        let out = dir
+            .suite(&["verify", name, "--profile", "smoke", "--out", "whole"])
+            .code(0)
+            .stdout();
+        assert!(
+            out.contains("| claim") && out.contains("n/a"),
+            "{name}: {out}"
+        );
+    }
+    // Every smoke result set draws its figures and report, and the index counts them all.
+    let out = dir
+        .suite(&[
+            "report",
+            "all",
+            "--profile",
+            "smoke",
+            "--out",
+            "whole",
+            "--reports",
+            "drawn",
+        ])
+        .code(0)
+        .stdout();
+    for name in SWEEPS {
+        for file in ["curves.png", "curves.svg", "report.md"] {
+            let path = format!("drawn/{name}/smoke/{file}");
+            assert!(dir.join(&path).is_file(), "{path}: {out}");
+        }
+    }
+    assert!(dir.join("drawn/fig7/smoke/layer-responses.svg").is_file());
+    assert!(
+        dir.join("drawn/ablation-skip/smoke/skip-span.png")
+            .is_file()
+    );
+    let index = std::fs::read_to_string(dir.join("drawn/index-smoke.md")).unwrap();
+    for name in SWEEPS {
+        assert!(index.contains(&format!("[{name}]")), "{name}: {index}");
+    }
+    let missing = dir
+        .suite(&["verify", "fig1", "--profile", "quick", "--out", "whole"])
+        .code(2);
+    assert!(
+        missing
+            .stderr()
+            .contains("suite reproduce fig1 --profile quick"),
+        "{}",
+        missing.stderr()
+    );
+
+    // Killed as soon as the first checkpoint lands, then rerun to the end.
+    let mut child = dir
+        .command(&sweep_args(&["fig1"], "killed", &data))
+        .spawn()
+        .unwrap();
+    let store = dir.join("killed/runs");
+    let start = Instant::now();
+    let checkpointed = || {
+        std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("checkpoint.safetensors").exists())
+    };
+    while !checkpointed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !dir.join("killed/fig1/smoke/runs.csv").exists(),
+        "the sweep finished before it could be killed"
+    );
+    let out = dir
+        .suite(&sweep_args(&["fig1"], "killed", &data))
+        .code(0)
+        .stdout();
+    assert!(
+        out.contains("half done") || out.contains("1 of 2 runs"),
+        "{out}"
+    );
+    assert_eq!(
+        figures(&dir.join("killed/fig1/smoke/runs.csv")),
+        figures(&dir.join("whole/fig1/smoke/runs.csv"))
+    );
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let run = entry.unwrap().path();
+        let name = run.file_name().unwrap().to_owned();
+        assert_eq!(
+            figures(&run.join("metrics.csv")),
+            figures(&dir.join("whole/runs").join(&name).join("metrics.csv")),
+            "{}",
+            run.display()
+        );
+    }
+}
