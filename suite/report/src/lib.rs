@@ -1,10 +1,11 @@
 //! Reports: a sweep's result tables (`results/<experiment>/<profile>/`) turned into the paper's
-//! figures (PNG and SVG, drawn the same way in both) and a Markdown report with the verdicts and
-//! the paper's numbers beside the measured ones. The only crate besides `experiments` that reads
+//! figures (PNG and SVG, drawn the same way in both) and a report with the verdicts and the
+//! paper's numbers beside the measured ones, as Markdown and as HTML. The only crate besides `experiments` that reads
 //! polars tables, and the only one that draws; nothing that trains depends on it.
 
 mod figures;
 mod font;
+mod html;
 mod markdown;
 mod results;
 
@@ -50,6 +51,7 @@ pub struct Subject {
 pub struct Written {
     pub figures: Vec<PathBuf>,
     pub markdown: PathBuf,
+    pub html: PathBuf,
     pub verdicts: Vec<VerdictLine>,
 }
 
@@ -73,6 +75,10 @@ pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Wri
     let path = out.join("report.md");
     files::write_atomic(&path, text.as_bytes())?;
     written.markdown = path;
+    let page = html::report(subject, &data, &drawn, out);
+    let path = out.join("report.html");
+    files::write_atomic(&path, page.as_bytes())?;
+    written.html = path;
     written.verdicts = data.verdicts;
     Ok(written)
 }

@@ -20,13 +20,22 @@ pub fn report(
         subject.title, subject.profile, subject.about
     );
     text += "## Provenance\n\n";
-    text += &provenance(subject, results);
+    text += &provenance(subject, results).markdown();
     text += "\n## Verdicts\n\n";
-    text += &verdicts(results);
+    if results.verdicts.is_empty() {
+        text += "No verdicts written yet (`suite verify` writes them).\n";
+    } else {
+        let mut table = verdicts(results);
+        for row in &mut table.rows {
+            if row[VERDICT_COLUMN] == "failed" {
+                row[VERDICT_COLUMN] = "**failed**".into();
+            }
+        }
+        text += &table.markdown();
+    }
     text += "\n## Measured and the paper\n\n";
-    text += &summary(results);
-    text += "\nErrors in percent after the last iteration (mean ± std over seeds); the best \
-             test error seen during training is in `runs.parquet` and is never used for claims.\n";
+    text += &summary(results).markdown();
+    text += &format!("\n{SELECTION_RULE}\n");
     if !figures.is_empty() {
         text += "\n## Figures\n";
     }
@@ -44,7 +53,19 @@ fn distinct_joined(values: impl Iterator<Item = String>) -> String {
     v.join(", ")
 }
 
-fn provenance(subject: &Subject, results: &Results) -> String {
+/// A table as plain text cells, rendered as Markdown here and as HTML by [`crate::html`].
+pub struct Table {
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        markdown_table(&self.headers, &self.rows)
+    }
+}
+
+pub fn provenance(subject: &Subject, results: &Results) -> Table {
     let runs = &results.runs;
     let wall: f64 = runs.iter().map(|r| r.wall_s).sum();
     let seeds = distinct_joined(runs.iter().map(|r| r.seed.to_string()));
@@ -52,7 +73,7 @@ fn provenance(subject: &Subject, results: &Results) -> String {
         vec![
             "produced by".into(),
             format!(
-                "`suite reproduce {} --profile {}` (tables in `{}`)",
+                "suite reproduce {} --profile {} (tables in {})",
                 subject.experiment,
                 subject.profile,
                 results.dir.display()
@@ -83,13 +104,16 @@ fn provenance(subject: &Subject, results: &Results) -> String {
             format!("{:.2} h over all runs", wall / 3600.0),
         ],
     ];
-    markdown_table(&["", ""], &rows)
+    Table {
+        headers: vec!["", ""],
+        rows,
+    }
 }
 
-fn verdicts(results: &Results) -> String {
-    if results.verdicts.is_empty() {
-        return "No verdicts written yet (`suite verify` writes them).\n".into();
-    }
+/// The column of [`verdicts`] that holds the verdict.
+pub const VERDICT_COLUMN: usize = 2;
+
+pub fn verdicts(results: &Results) -> Table {
     let rows: Vec<Vec<String>> = results
         .verdicts
         .iter()
@@ -97,28 +121,20 @@ fn verdicts(results: &Results) -> String {
             vec![
                 v.claim.clone(),
                 v.statement.clone(),
-                bold_if_failed(&v.verdict),
+                v.verdict.clone(),
                 v.paper.clone(),
                 v.measured.clone(),
                 v.why.clone(),
             ]
         })
         .collect();
-    markdown_table(
-        &["claim", "statement", "verdict", "paper", "measured", "why"],
-        &rows,
-    )
-}
-
-fn bold_if_failed(verdict: &str) -> String {
-    if verdict == "failed" {
-        "**failed**".into()
-    } else {
-        verdict.into()
+    Table {
+        headers: vec!["claim", "statement", "verdict", "paper", "measured", "why"],
+        rows,
     }
 }
 
-fn summary(results: &Results) -> String {
+pub fn summary(results: &Results) -> Table {
     let rows: Vec<Vec<String>> = results
         .summary
         .iter()
@@ -150,8 +166,8 @@ fn summary(results: &Results) -> String {
             ]
         })
         .collect();
-    markdown_table(
-        &[
+    Table {
+        headers: vec![
             "net",
             "seeds",
             "training error",
@@ -159,9 +175,14 @@ fn summary(results: &Results) -> String {
             "paper (Table 6)",
             "measured − paper",
         ],
-        &rows,
-    )
+        rows,
+    }
 }
+
+/// The sentence under the summary table.
+pub const SELECTION_RULE: &str = "Errors in percent after the last iteration (mean ± std over \
+     seeds); the best test error seen during training is in runs.parquet and is never used for \
+     claims.";
 
 /// The verdicts a report can hold, in the order the index counts them.
 const VERDICTS: [&str; 5] = ["held", "failed", "inconclusive", "not run", "n/a"];

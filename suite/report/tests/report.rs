@@ -72,12 +72,26 @@ fn every_experiment_with_committed_results_gets_its_figures_and_report() {
         for stem in stems {
             assert!(md.contains(&format!("]({stem}.png)")), "{experiment}: {md}");
         }
+        let html = std::fs::read_to_string(&written.html).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+        assert_eq!(html.matches("<table>").count(), 3, "{experiment}");
+        for stem in stems {
+            assert!(
+                html.contains(&format!("src=\"{stem}.svg\"")),
+                "{experiment}: {stem}"
+            );
+        }
         // The failed claims of these runs are in bold, as measured.
         let verdicts =
             std::fs::read_to_string(results.join(experiment).join("quick/verdicts.csv")).unwrap();
         assert_eq!(
             verdicts.contains(",failed,"),
             md.contains("**failed**"),
+            "{experiment}"
+        );
+        assert_eq!(
+            verdicts.contains(",failed,"),
+            html.contains("<tr class=\"failed\">"),
             "{experiment}"
         );
     }

@@ -70,7 +70,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         let subject = subject(&config, &args.profile)?;
         let out = args.reports.join(name).join(&args.profile);
         let report = report::write_report(&subject, &results, &out)?;
-        for path in report.figures.iter().chain([&report.markdown]) {
+        for path in report
+            .figures
+            .iter()
+            .chain([&report.markdown, &report.html])
+        {
             println!("wrote {}", path.display());
         }
         written.push((subject, report));

@@ -244,7 +244,11 @@ fn sweep_one(
     if args.report {
         let subject = super::report::subject(config, profile)?;
         let written = report::write_report(&subject, results, &reports)?;
-        for path in written.figures.iter().chain([&written.markdown]) {
+        for path in written
+            .figures
+            .iter()
+            .chain([&written.markdown, &written.html])
+        {
             eprintln!("wrote {}", path.display());
         }
     } else {
