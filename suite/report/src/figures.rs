@@ -13,7 +13,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use crate::results::Results;
+use crate::results::{Results, distinct_in_order};
 use crate::{Error, font};
 
 /// A figure a report can hold.
@@ -660,16 +660,6 @@ fn responses(results: &Results) -> Spec {
         ],
         keys,
     }
-}
-
-fn distinct_in_order(values: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for v in values {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// Final test error against depth (log axis): plain and residual nets measured, Table 6's

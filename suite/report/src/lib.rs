@@ -17,8 +17,6 @@ pub use results::{CurvePoint, Results, VerdictLine};
 /// What went wrong while reading results or writing a report; each names the file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no results in {} (run `{command}` first)", .dir.display())]
-    NoResults { dir: PathBuf, command: String },
     /// Boxed: `experiments::Error` is large, and every drawing call returns this type.
     #[error(transparent)]
     Experiments(Box<experiments::Error>),
@@ -56,7 +54,8 @@ pub struct Written {
 }
 
 /// Reads `<results>/<experiment>/<profile>/` and writes the figures and `report.md` into
-/// `out` (created if missing). An experiment without results is [`Error::NoResults`].
+/// `out` (created if missing). An experiment without results is `experiments::Error::NoResults`,
+/// which names the command that makes them.
 pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Written, Error> {
     let tables = experiments::sweep::tables_dir(results, &subject.experiment, &subject.profile);
     let data = Results::read(&tables, subject)?;

@@ -48,55 +48,56 @@ impl Results {
     pub fn read(dir: &Path, subject: &Subject) -> Result<Self, Error> {
         let runs_path = dir.join("runs.parquet");
         if !runs_path.is_file() {
-            return Err(Error::NoResults {
+            return Err(experiments::Error::NoResults {
                 dir: dir.to_path_buf(),
                 command: format!(
                     "suite reproduce {} --profile {}",
                     subject.experiment, subject.profile
                 ),
-            });
+            }
+            .into());
         }
-        let runs = records_from(&read_parquet(&runs_path)?, &runs_path)?;
-        let optional = |name: &str| {
-            let path = dir.join(name);
-            path.is_file().then_some(path)
-        };
-        let curves = match optional("curves.parquet") {
-            Some(path) => curves_from(&read_parquet(&path)?, &path)?,
-            None => Vec::new(),
-        };
-        let summary = match optional("summary.parquet") {
-            Some(path) => summaries_from(&read_parquet(&path)?, &path)?,
-            None => Vec::new(),
-        };
-        let layers = match optional("fig7.parquet") {
-            Some(path) => layers_from(&read_parquet(&path)?, &path)?,
-            None => Vec::new(),
-        };
-        let verdicts = match optional("verdicts.parquet") {
-            Some(path) => verdicts_from(&read_parquet(&path)?, &path)?,
-            None => Vec::new(),
-        };
         Ok(Self {
             dir: dir.to_path_buf(),
-            runs,
-            curves,
-            summary,
-            layers,
-            verdicts,
+            runs: records_from(&read_parquet(&runs_path)?, &runs_path)?,
+            curves: optional(dir, "curves.parquet", curves_from)?,
+            summary: optional(dir, "summary.parquet", summaries_from)?,
+            layers: optional(dir, "fig7.parquet", layers_from)?,
+            verdicts: optional(dir, "verdicts.parquet", verdicts_from)?,
         })
     }
 
     /// The models that have a curve, in the order the runs table lists them.
     pub fn curve_models(&self) -> Vec<String> {
-        let mut models: Vec<String> = Vec::new();
-        for r in &self.runs {
-            if !models.contains(&r.model) && self.curves.iter().any(|c| c.model == r.model) {
-                models.push(r.model.clone());
-            }
-        }
-        models
+        distinct_in_order(self.runs.iter().map(|r| r.model.clone()))
+            .into_iter()
+            .filter(|m| self.curves.iter().any(|c| &c.model == m))
+            .collect()
     }
+}
+
+/// The rows of `<dir>/<name>` read by `read`, or none where the sweep did not write that table.
+fn optional<T, E: Into<Error>>(
+    dir: &Path,
+    name: &str,
+    read: impl Fn(&DataFrame, &Path) -> Result<Vec<T>, E>,
+) -> Result<Vec<T>, Error> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    read(&read_parquet(&path)?, &path).map_err(Into::into)
+}
+
+/// Values in the order first seen, without repeats.
+pub fn distinct_in_order(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn curves_from(df: &DataFrame, path: &Path) -> Result<Vec<CurvePoint>, Error> {

@@ -124,7 +124,10 @@ fn curves_follow_the_paper_split_and_text() {
 fn an_experiment_without_results_names_the_command_that_makes_them() {
     let out = tempfile::tempdir().unwrap();
     let err = write_report(&subject("fig6"), out.path(), out.path()).unwrap_err();
-    assert!(matches!(err, Error::NoResults { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::Experiments(e) if matches!(**e, experiments::Error::NoResults { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("suite reproduce fig6 --profile quick"),

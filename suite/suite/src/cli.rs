@@ -70,6 +70,11 @@ fn parse_data(text: &str) -> Result<DataArg, String> {
 }
 
 impl Global {
+    /// A command's `--out DIR` where given, else `--results`.
+    pub fn results_dir(&self, out: Option<&std::path::Path>) -> PathBuf {
+        out.map_or_else(|| self.results.clone(), std::path::Path::to_path_buf)
+    }
+
     /// The path given with `--data NAME=PATH` (the last one wins).
     pub fn data_path(&self, name: &str) -> Option<&std::path::Path> {
         self.data

@@ -42,16 +42,16 @@ pub fn execute(
         Mutex::new(runs.iter().filter(|r| r.status != Status::Done).collect());
     let jobs = jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // CPU jobs share the cores; GPU jobs share the device and keep the host's pool.
+    let on_cpu = runs
+        .first()
+        .is_some_and(|r| r.spec.device == DeviceName::Cpu);
+    let threads = if on_cpu { (cores / jobs).max(1) } else { cores };
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
-                let on_cpu = runs
-                    .first()
-                    .is_some_and(|r| r.spec.device == DeviceName::Cpu);
-                // CPU jobs share the cores; GPU jobs share the device and keep the host's pool.
-                let threads = if on_cpu { (cores / jobs).max(1) } else { cores };
                 let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
                     Ok(pool) => pool,
                     Err(e) => {

@@ -39,7 +39,7 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
-    let results = args.out.clone().unwrap_or_else(|| global.results.clone());
+    let results = global.results_dir(args.out.as_deref());
     let all = args.experiments.iter().any(|e| e == "all");
     let names: Vec<String> = if all {
         // Every sweep whose tables exist for this profile; the others have nothing to draw.

@@ -105,11 +105,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
-    let results = args
-        .sweep
-        .out
-        .clone()
-        .unwrap_or_else(|| global.results.clone());
+    let results = global.results_dir(args.sweep.out.as_deref());
     let mut verdicts = Vec::new();
     for name in &args.experiments {
         if registry::find(name).is_some() {
@@ -136,11 +132,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
 pub fn verify(args: VerifyArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
-    let results = args
-        .sweep
-        .out
-        .clone()
-        .unwrap_or_else(|| global.results.clone());
+    let results = global.results_dir(args.sweep.out.as_deref());
     let mut verdicts = Vec::new();
     for name in &args.experiments {
         let config = load(&configs, name)?;
