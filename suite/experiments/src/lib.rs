@@ -83,6 +83,11 @@ pub enum Error {
         column: String,
         source: polars::error::PolarsError,
     },
+    #[error("{}: {source}", .path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Model(#[from] nets::Error),
     #[error(transparent)]

@@ -85,6 +85,15 @@ impl<'a> Columns<'a> {
             .collect())
     }
 
+    /// A string column added to a table's schema later: where a table predates it, every row
+    /// reads as empty.
+    pub fn strings_or_empty(&self, name: &str) -> Result<Vec<String>, Error> {
+        if self.df.column(name).is_err() {
+            return Ok(vec![String::new(); self.df.height()]);
+        }
+        self.strings(name)
+    }
+
     pub fn u64s(&self, name: &str) -> Result<Vec<u64>, Error> {
         let ca = self.column(name)?.u64().map_err(|e| self.error(name, e))?;
         Ok(ca.iter().map(|v| v.unwrap_or_default()).collect())

@@ -248,6 +248,8 @@ fn record(model: &str, seed: u64, train: f64, test: f64) -> RunRecord {
         device: "cpu".into(),
         kernels: "fast".into(),
         commit: "abc".into(),
+        suite_version: "0.1.0".into(),
+        candle_version: "0.11.1".into(),
     }
 }
 
@@ -442,6 +444,8 @@ fn tables_keep_their_schema_through_parquet() {
         "device",
         "kernels",
         "commit",
+        "suite_version",
+        "candle_version",
     ] {
         assert!(names.iter().any(|n| n == column), "runs lacks {column}");
     }
@@ -493,4 +497,28 @@ fn tables_keep_their_schema_through_parquet() {
         err.contains("broken.parquet") && err.contains("seed"),
         "{err}"
     );
+    // Tables written before the version columns existed still read, with the versions empty.
+    let mut older = frame
+        .drop("suite_version")
+        .and_then(|f| f.drop("candle_version"))
+        .unwrap();
+    store::write_table(&mut older, dir.path(), "older").unwrap();
+    let path = dir.path().join("older.parquet");
+    let back = tables::records_from(&store::read_parquet(&path).unwrap(), &path).unwrap();
+    assert_eq!(back[0].commit, "abc");
+    assert!(back.iter().all(|r| r.suite_version.is_empty()));
+    // A version column of the wrong type is still an error.
+    let mut wrong = frame.clone();
+    wrong
+        .with_column(polars::prelude::Column::new(
+            "suite_version".into(),
+            vec![1u64; records.len()],
+        ))
+        .unwrap();
+    store::write_table(&mut wrong, dir.path(), "wrong-version").unwrap();
+    let path = dir.path().join("wrong-version.parquet");
+    let err = tables::records_from(&store::read_parquet(&path).unwrap(), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("suite_version"), "{err}");
 }

@@ -40,6 +40,16 @@ impl FigureKind {
         }
     }
 
+    /// The figure's heading in the report.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Curves => "Training curves",
+            Self::Responses => "Standard deviation of layer responses",
+            Self::DepthError => "Test error against depth",
+            Self::SkipSpan => "Test error against the span of a shortcut",
+        }
+    }
+
     /// What the figure shows, for its caption in the report.
     pub fn caption(self) -> &'static str {
         match self {

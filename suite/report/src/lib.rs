@@ -1,12 +1,14 @@
 //! Reports: a sweep's result tables (`results/<experiment>/<profile>/`) turned into the paper's
-//! figures (PNG and SVG, drawn the same way in both) and a report with the verdicts and the
-//! paper's numbers beside the measured ones, as Markdown and as HTML. The only crate besides `experiments` that reads
-//! polars tables, and the only one that draws; nothing that trains depends on it.
+//! figures (PNG and SVG, drawn the same way in both) and a report with the provenance, the
+//! verdicts and the paper's numbers beside the measured ones, as Markdown, HTML and PDF (figures
+//! embedded as vectors). The only crate besides `experiments` that reads polars tables, and the
+//! only one that draws; nothing that trains depends on it.
 
 mod figures;
 mod font;
 mod html;
 mod markdown;
+mod pdf;
 mod results;
 
 use std::path::{Path, PathBuf};
@@ -50,10 +52,20 @@ pub struct Written {
     pub figures: Vec<PathBuf>,
     pub markdown: PathBuf,
     pub html: PathBuf,
+    pub pdf: PathBuf,
     pub verdicts: Vec<VerdictLine>,
 }
 
-/// Reads `<results>/<experiment>/<profile>/` and writes the figures and `report.md` into
+impl Written {
+    /// Every file written: the figures, then the documents.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.figures
+            .iter()
+            .chain([&self.markdown, &self.html, &self.pdf])
+    }
+}
+
+/// Reads `<results>/<experiment>/<profile>/` and writes the figures and the report into
 /// `out` (created if missing). An experiment without results is `experiments::Error::NoResults`,
 /// which names the command that makes them.
 pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Written, Error> {
@@ -78,22 +90,28 @@ pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Wri
     let path = out.join("report.html");
     files::write_atomic(&path, page.as_bytes())?;
     written.html = path;
+    let path = out.join("report.pdf");
+    let bytes = pdf::report(subject, &data, &drawn, &path)?;
+    files::write_atomic(&path, &bytes)?;
+    written.pdf = path;
     written.verdicts = data.verdicts;
     Ok(written)
 }
 
-/// Writes `<reports>/index-<profile>.md`: one line per report with its verdict counts and a link.
+/// Writes `<reports>/index-<profile>.md` and `.pdf`: one line per report with its verdict counts
+/// and where it is. Returns both paths.
 pub fn write_index(
     profile: &str,
     reports: &[(Subject, Written)],
     dir: &Path,
-) -> Result<PathBuf, Error> {
-    let text = markdown::index(profile, reports, dir);
-    let path = dir.join(format!("index-{profile}.md"));
+) -> Result<[PathBuf; 2], Error> {
     std::fs::create_dir_all(dir).map_err(|source| files::Error {
         path: dir.to_path_buf(),
         source,
     })?;
-    files::write_atomic(&path, text.as_bytes())?;
-    Ok(path)
+    let markdown = dir.join(format!("index-{profile}.md"));
+    files::write_atomic(&markdown, markdown::index(profile, reports, dir).as_bytes())?;
+    let pdf = dir.join(format!("index-{profile}.pdf"));
+    files::write_atomic(&pdf, &pdf::index(profile, reports, dir, &pdf)?)?;
+    Ok([markdown, pdf])
 }

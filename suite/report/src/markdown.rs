@@ -69,16 +69,22 @@ pub fn provenance(subject: &Subject, results: &Results) -> Table {
     let runs = &results.runs;
     let wall: f64 = runs.iter().map(|r| r.wall_s).sum();
     let seeds = distinct_joined(runs.iter().map(|r| r.seed.to_string()));
+    let command = match &results.invocation {
+        Some(invocation) => invocation.command.clone(),
+        None => format!(
+            "not recorded (the tables predate sweep.json); `suite reproduce {} --profile {}` \
+             recreates them",
+            subject.experiment, subject.profile
+        ),
+    };
+    let versions = distinct_joined(
+        runs.iter()
+            .filter(|r| !r.suite_version.is_empty())
+            .map(|r| format!("suite {}, candle {}", r.suite_version, r.candle_version)),
+    );
     let rows = vec![
-        vec![
-            "produced by".into(),
-            format!(
-                "suite reproduce {} --profile {} (tables in {})",
-                subject.experiment,
-                subject.profile,
-                results.dir.display()
-            ),
-        ],
+        vec!["command".into(), command],
+        vec!["tables".into(), results.dir.display().to_string()],
         vec![
             "runs".into(),
             format!(
@@ -100,8 +106,20 @@ pub fn provenance(subject: &Subject, results: &Results) -> Table {
             distinct_joined(runs.iter().map(|r| r.commit.clone())),
         ],
         vec![
+            "versions".into(),
+            if versions.is_empty() {
+                "not recorded in runs.parquet (written before its version columns)".into()
+            } else {
+                versions
+            },
+        ],
+        vec![
             "wall time".into(),
             format!("{:.2} h over all runs", wall / 3600.0),
+        ],
+        vec![
+            "report".into(),
+            format!("written by suite {}", env!("CARGO_PKG_VERSION")),
         ],
     ];
     Table {
@@ -187,33 +205,44 @@ pub const SELECTION_RULE: &str = "Errors in percent after the last iteration (me
 /// The verdicts a report can hold, in the order the index counts them.
 const VERDICTS: [&str; 5] = ["held", "failed", "inconclusive", "not run", "n/a"];
 
-/// An index over reports of one profile: per experiment, its verdict counts and a link.
-pub fn index(profile: &str, reports: &[(Subject, Written)], dir: &Path) -> String {
-    let rows: Vec<Vec<String>> = reports
+/// The index's rows: per report, its experiment, title, verdict counts and `document` (one of
+/// the report's files) relative to `dir`, in the last column.
+pub fn index_table(
+    reports: &[(Subject, Written)],
+    dir: &Path,
+    document: impl Fn(&Written) -> &PathBuf,
+) -> Table {
+    let rows = reports
         .iter()
         .map(|(subject, written)| {
-            let link = written
-                .markdown
-                .strip_prefix(dir)
-                .unwrap_or(&written.markdown)
-                .display()
-                .to_string();
-            let mut row = vec![
-                format!("[{}]({link})", subject.experiment),
-                subject.title.clone(),
-            ];
+            let path = document(written);
+            let mut row = vec![subject.experiment.clone(), subject.title.clone()];
             row.extend(VERDICTS.iter().map(|v| {
                 let n = written.verdicts.iter().filter(|l| l.verdict == *v).count();
                 n.to_string()
             }));
+            row.push(path.strip_prefix(dir).unwrap_or(path).display().to_string());
             row
         })
         .collect();
     let mut headers = vec!["experiment", "title"];
     headers.extend(VERDICTS);
+    headers.push("report");
+    Table { headers, rows }
+}
+
+/// An index over reports of one profile: per experiment, its verdict counts and a link.
+pub fn index(profile: &str, reports: &[(Subject, Written)], dir: &Path) -> String {
+    let mut table = index_table(reports, dir, |w| &w.markdown);
+    // The experiment's name links its report; the path column is then redundant.
+    table.headers.pop();
+    for row in &mut table.rows {
+        let link = row.pop().unwrap_or_default();
+        row[0] = format!("[{}]({link})", row[0]);
+    }
     format!(
         "# Reports, {profile} profile\n\nEvery experiment with results in this profile, with its \
          verdict counts.\n\n{}",
-        markdown_table(&headers, &rows)
+        table.markdown()
     )
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use experiments::store::{Columns, read_parquet};
+use experiments::sweep::Invocation;
 use experiments::sweep::tables::{
     LayerRow, ModelSummary, RunRecord, layers_from, records_from, summaries_from,
 };
@@ -41,6 +42,8 @@ pub struct Results {
     pub summary: Vec<ModelSummary>,
     pub layers: Vec<LayerRow>,
     pub verdicts: Vec<VerdictLine>,
+    /// How the tables were made, where `sweep.json` records it.
+    pub invocation: Option<Invocation>,
 }
 
 impl Results {
@@ -64,6 +67,7 @@ impl Results {
             summary: optional(dir, "summary.parquet", summaries_from)?,
             layers: optional(dir, "fig7.parquet", layers_from)?,
             verdicts: optional(dir, "verdicts.parquet", verdicts_from)?,
+            invocation: Invocation::read(dir)?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Reports drawn from the committed quick-profile tables of real sweeps: every figure is a PNG
-//! that decodes at its size and is not blank, an SVG with the same text, and `report.md` holds
-//! the verdicts and links the figures.
+//! that decodes at its size and is not blank, an SVG that parses at the same size, `report.md`
+//! and `report.html` hold the verdicts and link the figures, and `report.pdf` (read back with
+//! lopdf) holds the same tables and the figures as vectors.
 
 use std::path::Path;
 
@@ -133,4 +134,118 @@ fn an_experiment_without_results_names_the_command_that_makes_them() {
             .contains("suite reproduce fig6 --profile quick"),
         "{err}"
     );
+}
+
+/// The text lopdf finds on each page of `pdf`.
+fn pdf_pages(pdf: &Path) -> (lopdf::Document, Vec<String>) {
+    let doc = lopdf::Document::load(pdf).unwrap();
+    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+    let text = pages
+        .iter()
+        .map(|p| {
+            doc.extract_text(&[*p])
+                .unwrap_or_else(|e| panic!("page {p}: {e}"))
+        })
+        .collect();
+    (doc, text)
+}
+
+#[test]
+fn the_pdf_holds_provenance_verdicts_tables_and_vector_figures() {
+    let results = testkit::repository().join("results");
+    let out = tempfile::tempdir().unwrap();
+    let written = write_report(&subject("table6"), &results, out.path()).unwrap();
+    assert_eq!(written.pdf, out.path().join("report.pdf"));
+    let (doc, pages) = pdf_pages(&written.pdf);
+    // Text pages first, then one page per figure (curves, depth-error).
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    let all = pages.join("\n");
+    for text in [
+        "table6 title",
+        "Provenance",
+        "command",
+        "Verdicts",
+        "resnet56-beats-resnet20",
+        "failed",
+        "Measured and the paper",
+        "ResNet-56",
+        "78.52",
+    ] {
+        assert!(all.contains(text), "`{text}` not in the PDF's text:\n{all}");
+    }
+    let figure_pages = &pages[pages.len() - 2..];
+    assert!(
+        figure_pages[0].contains("curves.svg"),
+        "{}",
+        figure_pages[0]
+    );
+    assert!(
+        figure_pages[1].contains("depth-error.svg"),
+        "{}",
+        figure_pages[1]
+    );
+    // The figures' own text (axis labels, legends) is text in the PDF, not pixels;
+    // SVG text is placed glyph by glyph, so the extraction splits it into lines.
+    let figure_text: String = figure_pages[0].split_whitespace().collect();
+    assert!(
+        figure_text.contains("iter.(1e4)") && figure_text.contains("ResNet-20"),
+        "{figure_text}"
+    );
+    let mut fonts = Vec::new();
+    for object in doc.objects.values() {
+        let dict = match object {
+            lopdf::Object::Stream(s) => &s.dict,
+            lopdf::Object::Dictionary(d) => d,
+            _ => continue,
+        };
+        assert!(
+            dict.get(b"Subtype").and_then(|s| s.as_name()).ok() != Some(b"Image"),
+            "a raster image in the PDF: figures must stay vectors"
+        );
+        if let Ok(name) = dict.get(b"BaseFont").and_then(|n| n.as_name()) {
+            fonts.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    assert!(
+        fonts.iter().any(|f| f.contains("NotoSans")),
+        "the bundled font is embedded: {fonts:?}"
+    );
+    // Written twice, the document is the same bytes: committed reports do not churn.
+    let again = tempfile::tempdir().unwrap();
+    let second = write_report(&subject("table6"), &results, again.path()).unwrap();
+    assert_eq!(
+        std::fs::read(&written.pdf).unwrap(),
+        std::fs::read(&second.pdf).unwrap()
+    );
+}
+
+#[test]
+fn every_svg_parses_with_its_declared_size() {
+    let results = testkit::repository().join("results");
+    let out = tempfile::tempdir().unwrap();
+    let written = write_report(&subject("fig7"), &results, out.path()).unwrap();
+    let svgs: Vec<_> = written
+        .figures
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    assert_eq!(svgs.len(), 3, "{svgs:?}");
+    for svg in svgs {
+        let png = image::open(svg.with_extension("png")).unwrap();
+        let text = std::fs::read_to_string(svg).unwrap();
+        let tree = usvg::Tree::from_str(&text, &usvg::Options::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
+        // The same figure at the same size in both formats.
+        assert_eq!(
+            (tree.size().width() as u32, tree.size().height() as u32),
+            (png.width(), png.height()),
+            "{}",
+            svg.display()
+        );
+        assert!(
+            tree.root().children().len() > 10,
+            "{}: almost empty",
+            svg.display()
+        );
+    }
 }

@@ -79,8 +79,31 @@ fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
             "{name}"
         );
     }
+    // The tables say how they were made: the command as typed, the versions of every run.
+    let invocation = std::fs::read_to_string(dir.join("whole/fig7/smoke/sweep.json")).unwrap();
+    assert!(
+        invocation.contains(&format!(
+            "suite reproduce {} --profile smoke --out whole --data {data} --quiet --no-probe",
+            SWEEPS.join(" ")
+        )),
+        "{invocation}"
+    );
     let runs = std::fs::read_to_string(dir.join("whole/table6/smoke/runs.csv")).unwrap();
     assert_eq!(runs.lines().count(), 1 + 14, "{runs}");
+    assert!(
+        runs.starts_with("run_id,")
+            && runs
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(",suite_version,candle_version")
+    );
+    assert!(
+        runs.lines()
+            .skip(1)
+            .all(|l| l.contains(&format!(",{},", env!("CARGO_PKG_VERSION")))),
+        "{runs}"
+    );
     assert_eq!(runs.matches("resnet110,").count(), 5, "{runs}");
     let verdicts = std::fs::read_to_string(dir.join("whole/table6/smoke/verdicts.json")).unwrap();
     assert!(
@@ -122,7 +145,7 @@ fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
         .code(0)
         .stdout();
     for name in SWEEPS {
-        for file in ["curves.png", "curves.svg", "report.md"] {
+        for file in ["curves.png", "curves.svg", "report.md", "report.pdf"] {
             let path = format!("drawn/{name}/smoke/{file}");
             assert!(dir.join(&path).is_file(), "{path}: {out}");
         }
@@ -136,6 +159,7 @@ fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
     for name in SWEEPS {
         assert!(index.contains(&format!("[{name}]")), "{name}: {index}");
     }
+    assert!(dir.join("drawn/index-smoke.pdf").is_file());
     let missing = dir
         .suite(&["verify", "fig1", "--profile", "quick", "--out", "whole"])
         .code(2);

@@ -566,11 +566,18 @@ fn report_draws_the_committed_quick_results_and_indexes_them() {
         "reports/table6/quick/curves.png",
         "reports/table6/quick/curves.svg",
         "reports/table6/quick/report.md",
+        "reports/table6/quick/report.pdf",
         "reports/fig7/quick/layer-responses.png",
         "reports/index-quick.md",
+        "reports/index-quick.pdf",
     ] {
         assert!(out.contains(&format!("wrote {file}")), "{file}: {out}");
         assert!(dir.join(file).is_file(), "{file}");
+    }
+    for pdf in ["reports/table6/quick/report.pdf", "reports/index-quick.pdf"] {
+        let bytes = std::fs::read(dir.join(pdf)).unwrap();
+        assert!(bytes.starts_with(b"%PDF-"), "{pdf}");
+        assert!(bytes.trim_ascii_end().ends_with(b"%%EOF"), "{pdf}");
     }
     let index = std::fs::read_to_string(dir.join("reports/index-quick.md")).unwrap();
     // Table 6's quick verdicts: 3 held, 1 failed, 1 inconclusive, 3 not run, 3 n/a.

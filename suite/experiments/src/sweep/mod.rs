@@ -7,7 +7,8 @@
 //! - `runs/<run-id>/`: one run (the trainer's directory), found by its spec's id, so a figure
 //!   that needs a table's run finds it done;
 //! - `<experiment>/<profile>/`: `runs`, `curves`, `summary`, `fig7` (parquet; `runs` and
-//!   `verdicts` also as CSV) and `verdicts.json`, rewritten as a whole after each sweep.
+//!   `verdicts` also as CSV), `verdicts.json` and `sweep.json` (the command that wrote them),
+//!   rewritten as a whole after each sweep.
 
 pub mod claims;
 pub mod config;
@@ -34,6 +35,33 @@ pub fn store_dir(results: &Path) -> PathBuf {
 /// `<results>/<experiment>/<profile>`: a sweep's tables.
 pub fn tables_dir(results: &Path, experiment: &str, profile: &str) -> PathBuf {
     results.join(experiment).join(profile)
+}
+
+/// `sweep.json` beside a sweep's tables: how they were made. Tables written before it existed
+/// have none.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Invocation {
+    /// The command line that trained and tabulated, as typed (`suite reproduce ...`).
+    pub command: String,
+    /// The suite release that wrote the tables.
+    pub suite_version: String,
+}
+
+impl Invocation {
+    pub const FILE: &str = "sweep.json";
+
+    /// The invocation recorded in `dir`, if any; a file that is not one is an error naming it.
+    pub fn read(dir: &Path) -> Result<Option<Self>, Error> {
+        let path = dir.join(Self::FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| Error::Json { path, source })
+    }
 }
 
 /// The tables and verdicts of a sweep, as written.
@@ -125,7 +153,7 @@ fn reference(configs: &Path) -> Result<(paper::Paper, toml::Value), Error> {
 }
 
 /// Reads every finished run of `runs` (measuring Fig. 7 where the sweep asks), writes the tables
-/// under `<results>/<experiment>/<profile>/` and decides the claims.
+/// under `<results>/<experiment>/<profile>/` with `invocation` beside them, and decides the claims.
 pub fn tabulate(
     config: &SweepConfig,
     profile: &str,
@@ -133,6 +161,7 @@ pub fn tabulate(
     configs: &Path,
     results: &Path,
     cache_dir: Option<&Path>,
+    invocation: &Invocation,
 ) -> Result<Outcome, Error> {
     let dir = tables_dir(results, &config.name, profile);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -141,6 +170,10 @@ pub fn tabulate(
     })?;
     let (records, mut curves) = tables::collect(runs)?;
     let mut written = Vec::new();
+    let path = dir.join(Invocation::FILE);
+    let json = serde_json::to_string_pretty(invocation).expect("an invocation serialises");
+    write_text(&path, &json)?;
+    written.push(path);
     let mut frame = tables::runs_frame(&records).map_err(polars_at(&dir))?;
     written.extend(write_table(&mut frame, &dir, "runs")?);
     written.push(write_parquet(&mut curves, &dir, "curves")?);

@@ -38,6 +38,10 @@ pub struct RunRecord {
     pub device: String,
     pub kernels: String,
     pub commit: String,
+    /// The suite and candle releases that trained the run; empty in tables written before these
+    /// columns existed.
+    pub suite_version: String,
+    pub candle_version: String,
 }
 
 /// The records and curve rows of the finished runs of a plan.
@@ -87,6 +91,8 @@ pub fn collect(runs: &[PlannedRun]) -> Result<(Vec<RunRecord>, DataFrame), Error
             device: summary.device.clone(),
             kernels: summary.kernels.clone(),
             commit: summary.git_commit.clone().unwrap_or_default(),
+            suite_version: summary.suite_version.clone(),
+            candle_version: summary.candle_version.clone(),
         });
         for row in rows {
             curves.run_id.push(summary.run_id.clone());
@@ -171,6 +177,8 @@ pub fn runs_frame(records: &[RunRecord]) -> PolarsResult<DataFrame> {
         "device" => col(|r| r.device.clone()),
         "kernels" => col(|r| r.kernels.clone()),
         "commit" => col(|r| r.commit.clone()),
+        "suite_version" => col(|r| r.suite_version.clone()),
+        "candle_version" => col(|r| r.candle_version.clone()),
     )
 }
 
@@ -186,6 +194,10 @@ pub fn records_from(df: &DataFrame, path: &Path) -> Result<Vec<RunRecord>, Error
         c.strings("device")?,
         c.strings("kernels")?,
         c.strings("commit")?,
+    );
+    let (suite_version, candle_version) = (
+        c.strings_or_empty("suite_version")?,
+        c.strings_or_empty("candle_version")?,
     );
     let (depth, convs, seed, iterations, train_images, test_images, parameters, flops) = (
         c.u64s("depth")?,
@@ -226,6 +238,8 @@ pub fn records_from(df: &DataFrame, path: &Path) -> Result<Vec<RunRecord>, Error
             device: device[i].clone(),
             kernels: kernels[i].clone(),
             commit: commit[i].clone(),
+            suite_version: suite_version[i].clone(),
+            candle_version: candle_version[i].clone(),
         })
         .collect())
 }

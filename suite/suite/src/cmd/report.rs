@@ -11,11 +11,11 @@ Examples:
   suite report fig1 fig7 --profile quick --reports /tmp/reports
   suite report ablation-skip --profile smoke --out /tmp/sweep
   suite report all --profile quick           every sweep with quick results, and
-                                             reports/index-quick.md with their verdict counts
+                                             reports/index-quick.{md,pdf} with their verdict counts
 
-Each figure is written as PNG and SVG; report.md links the PNGs and holds the verdicts and the
-measured numbers beside the paper's. An experiment without results says which `suite reproduce`
-command makes them (exit 2).";
+Each figure is written as PNG and SVG. report.md, report.html and report.pdf hold the provenance,
+the verdicts, the measured numbers beside the paper's and the figures (the PDF's as vectors). An
+experiment without results says which `suite reproduce` command makes them (exit 2).";
 
 /// Draw a sweep's figures in the paper's style and write its report, from the result tables on
 /// disk (nothing is trained or recomputed).
@@ -70,18 +70,15 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         let subject = subject(&config, &args.profile)?;
         let out = args.reports.join(name).join(&args.profile);
         let report = report::write_report(&subject, &results, &out)?;
-        for path in report
-            .figures
-            .iter()
-            .chain([&report.markdown, &report.html])
-        {
+        for path in report.files() {
             println!("wrote {}", path.display());
         }
         written.push((subject, report));
     }
     if all {
-        let index = report::write_index(&args.profile, &written, &args.reports)?;
-        println!("wrote {}", index.display());
+        for path in report::write_index(&args.profile, &written, &args.reports)? {
+            println!("wrote {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

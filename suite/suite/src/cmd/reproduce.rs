@@ -220,8 +220,20 @@ fn sweep_one(
         ..options
     };
     let runs = plan::plan(config, profile, &protocol, &all, &store)?;
-    let outcome = sweep::tabulate(config, profile, &runs, configs, results, Some(&cache))
-        .with_context(|| format!("tabulating {}", config.name))?;
+    let invocation = sweep::Invocation {
+        command: command_line(std::env::args().skip(1)),
+        suite_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let outcome = sweep::tabulate(
+        config,
+        profile,
+        &runs,
+        configs,
+        results,
+        Some(&cache),
+        &invocation,
+    )
+    .with_context(|| format!("tabulating {}", config.name))?;
     match args.format {
         Format::Text => println!("\n{}", outcome.text()),
         Format::Json => println!(
@@ -236,11 +248,7 @@ fn sweep_one(
     if args.report {
         let subject = super::report::subject(config, profile)?;
         let written = report::write_report(&subject, results, &reports)?;
-        for path in written
-            .figures
-            .iter()
-            .chain([&written.markdown, &written.html])
-        {
+        for path in written.files() {
             eprintln!("wrote {}", path.display());
         }
     } else {
@@ -251,6 +259,25 @@ fn sweep_one(
         );
     }
     Ok(outcome.verdict())
+}
+
+/// `suite` and its arguments as a shell would take them back: arguments with spaces or shell
+/// characters in single quotes.
+fn command_line(args: impl Iterator<Item = String>) -> String {
+    let quote = |a: String| {
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+%".contains(c));
+        if plain {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once("suite".to_string())
+        .chain(args.map(quote))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The plan as a table: each run, its status and its estimated time on this device.
@@ -417,5 +444,30 @@ impl Observer for RunProgress {
 impl Drop for RunProgress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn the_command_line_quotes_what_a_shell_would_split() {
+        let args = [
+            "reproduce",
+            "table6",
+            "--out",
+            "/tmp/my results",
+            "--models",
+            "it's",
+        ];
+        assert_eq!(
+            command_line(args.iter().map(|a| a.to_string())),
+            r"suite reproduce table6 --out '/tmp/my results' --models 'it'\''s'"
+        );
+        assert_eq!(
+            command_line(["--data", "cifar10=../d"].iter().map(|a| a.to_string())),
+            "suite --data cifar10=../d"
+        );
     }
 }
