@@ -1,11 +1,13 @@
 //! Experiments of the paper as data: configs and their validation, the paper's reference numbers,
-//! claims with verdicts, and results as polars tables written as CSV and parquet.
+//! claims with verdicts, results as polars tables written as CSV and parquet, and regression
+//! checks of results against committed baselines.
 //!
 //! This crate and the reports are the only ones that know polars; the crates that train (`nets`,
 //! `trainer`) write plain files that land here. The paper's numbers come from the `paper` crate.
 
 pub mod precision;
 pub mod registry;
+pub mod regress;
 pub mod store;
 pub mod sweep;
 pub mod table1;
@@ -103,6 +105,9 @@ pub enum Error {
     Selection(String),
     #[error("cannot start the sweep's thread pools: {0}")]
     Threads(String),
+    /// A baseline or bench file that parses but cannot be used.
+    #[error("{}: {message}", .path.display())]
+    Baseline { path: PathBuf, message: String },
     #[error("no results in {} (run `{command}` first)", .dir.display())]
     NoResults { dir: PathBuf, command: String },
     #[error(

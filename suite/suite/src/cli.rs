@@ -91,6 +91,7 @@ pub enum Cmd {
     Reproduce(cmd::reproduce::Args),
     Verify(cmd::reproduce::VerifyArgs),
     Report(cmd::report::Args),
+    Regress(cmd::regress::Args),
     Predict(cmd::predict::Args),
     Init(cmd::init::Args),
     Data(cmd::data::Args),

@@ -160,6 +160,7 @@ fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
         assert!(index.contains(&format!("[{name}]")), "{name}: {index}");
     }
     assert!(dir.join("drawn/index-smoke.pdf").is_file());
+    regress_against_baselines(&dir);
     let missing = dir
         .suite(&["verify", "fig1", "--profile", "quick", "--out", "whole"])
         .code(2);
@@ -220,4 +221,73 @@ fn smoke_sweeps_train_once_resume_after_sigkill_and_verify() {
             run.display()
         );
     }
+}
+
+/// `suite regress` on the smoke results in `whole/`: they pass the committed CPU baseline and one
+/// written from them; a baseline they fall short of, a metric they lack and a baseline of another
+/// format each say so.
+fn regress_against_baselines(dir: &Dir) {
+    let committed = testkit::repository().join("ci/baselines/cpu-smoke.json");
+    let committed = committed.to_str().unwrap();
+    let out = dir
+        .suite(&["regress", "--baseline", committed, "--out", "whole"])
+        .code(0)
+        .stdout();
+    assert!(out.contains("33 of 33 metrics passed"), "{out}");
+
+    let written = dir
+        .suite(&[
+            "regress",
+            "--write-baseline",
+            "--baseline",
+            "base.json",
+            "--out",
+            "whole",
+        ])
+        .code(0)
+        .stdout();
+    assert!(
+        written.contains("33 accuracy and 0 throughput metrics"),
+        "{written}"
+    );
+    let text = std::fs::read_to_string(dir.join("base.json")).unwrap();
+    let mut baseline: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        baseline["command"],
+        "suite regress --write-baseline --baseline base.json --out whole"
+    );
+    dir.suite(&["regress", "--baseline", "base.json", "--out", "whole"])
+        .code(0);
+
+    // The first model's baseline 50 points better than measured: a regression.
+    let first = &mut baseline["accuracy"][0];
+    let mean = first["test_error_mean"].as_f64().unwrap();
+    first["test_error_mean"] = (mean - 50.0).into();
+    first["test_error_std"] = serde_json::Value::Null;
+    // A model the results do not have: missing, which never passes.
+    let mut absent = baseline["accuracy"][1].clone();
+    absent["model"] = "resnet9".into();
+    baseline["accuracy"].as_array_mut().unwrap().push(absent);
+    std::fs::write(dir.join("tampered.json"), baseline.to_string()).unwrap();
+    let out = dir
+        .suite(&["regress", "--baseline", "tampered.json", "--out", "whole"])
+        .code(1)
+        .stdout();
+    assert!(
+        out.contains("REGRESSED") && out.contains("MISSING"),
+        "{out}"
+    );
+    assert!(out.contains("no run of resnet9"), "{out}");
+    assert!(out.contains("32 of 34 metrics passed"), "{out}");
+
+    baseline["format"] = 99.into();
+    std::fs::write(dir.join("future.json"), baseline.to_string()).unwrap();
+    let err = dir
+        .suite(&["regress", "--baseline", "future.json", "--out", "whole"])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("future.json") && err.contains("format 99"),
+        "{err}"
+    );
 }

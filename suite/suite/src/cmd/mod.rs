@@ -5,6 +5,7 @@ pub mod data;
 pub mod init;
 pub mod list;
 pub mod predict;
+pub mod regress;
 pub mod report;
 pub mod reproduce;
 pub mod train;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reproduce(args) => reproduce::run(args, &cli.global),
         Cmd::Verify(args) => reproduce::verify(args, &cli.global),
         Cmd::Report(args) => report::run(args, &cli.global),
+        Cmd::Regress(args) => regress::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
         Cmd::Bench(args) => bench::run(args, &cli.global),
         Cmd::Train(args) => train::train(args, &cli.global),

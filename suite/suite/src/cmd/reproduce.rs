@@ -263,7 +263,7 @@ fn sweep_one(
 
 /// `suite` and its arguments as a shell would take them back: arguments with spaces or shell
 /// characters in single quotes.
-fn command_line(args: impl Iterator<Item = String>) -> String {
+pub(crate) fn command_line(args: impl Iterator<Item = String>) -> String {
     let quote = |a: String| {
         let plain = !a.is_empty()
             && a.chars()

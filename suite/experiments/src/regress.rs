@@ -1,0 +1,543 @@
+//! Regression checks: a results set (and `suite bench train --json` output) against a committed
+//! baseline.
+//!
+//! A baseline is one JSON file a user can read and regenerate: per sweep model, the final test
+//! error's mean and seed spread over the baseline's runs; per benchmark, the training images/s
+//! on one device class. A check passes, regresses, improves (passes, but the baseline is stale)
+//! or is missing; a missing metric never passes.
+//!
+//! Accuracy band: [`BAND_SIGMAS`] standard deviations, where the deviation is the baseline's
+//! seed spread but never less than the binomial standard deviation of an error rate measured on
+//! the test set's size (a single-seed baseline has no spread, and a spread below the binomial one
+//! is luck). Throughput: at most [`THROUGHPUT_DROP`] below the baseline, compared only on the
+//! device class the baseline was measured on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use trainer::bench::TrainReport;
+
+use crate::Error;
+use crate::store::{read_parquet, write_text};
+use crate::sweep::tables::{mean_std, records_from};
+
+/// The version of the baseline file's layout; a file of another version is refused.
+pub const FORMAT: u32 = 1;
+/// Width of the accuracy band in standard deviations: wide enough that a rerun of an unchanged
+/// suite passes about 997 times in 1000 under a normal model, narrow enough to catch a lost point
+/// of accuracy on a 10,000-image test set.
+pub const BAND_SIGMAS: f64 = 3.0;
+/// The largest throughput drop that passes, as a fraction of the baseline.
+pub const THROUGHPUT_DROP: f64 = 0.07;
+
+/// A baseline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub format: u32,
+    /// The command that wrote it (rerun it to refresh the baseline).
+    pub command: String,
+    pub suite_version: String,
+    #[serde(default)]
+    pub accuracy: Vec<AccuracyBaseline>,
+    #[serde(default)]
+    pub throughput: Vec<ThroughputBaseline>,
+}
+
+/// One model of one sweep: its final test error over the baseline's seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyBaseline {
+    pub experiment: String,
+    pub profile: String,
+    pub model: String,
+    pub iterations: u64,
+    pub test_images: u64,
+    pub seeds: u64,
+    /// Percent.
+    pub test_error_mean: f64,
+    /// Percent, over seeds; absent with one seed.
+    pub test_error_std: Option<f64>,
+}
+
+/// One training benchmark on one device class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputBaseline {
+    pub model: String,
+    pub batch: usize,
+    pub device: String,
+    /// What the device is (a CPU's model name, a GPU's name): throughput compares only within it.
+    pub device_class: String,
+    pub kernels: String,
+    pub threads: usize,
+    pub images_per_s: f64,
+}
+
+impl AccuracyBaseline {
+    /// The accuracy band's half-width, in percentage points.
+    pub fn band(&self) -> f64 {
+        let p = (self.test_error_mean / 100.0).clamp(0.0, 1.0);
+        let binomial = 100.0 * (p * (1.0 - p) / self.test_images.max(1) as f64).sqrt();
+        let spread = self.test_error_std.filter(|s| s.is_finite()).unwrap_or(0.0);
+        BAND_SIGMAS * spread.max(binomial)
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}/{} {} test error (%)",
+            self.experiment, self.profile, self.model
+        )
+    }
+}
+
+impl ThroughputBaseline {
+    fn name(&self) -> String {
+        format!(
+            "{} b{} {} {} kernels, {} threads: training images/s",
+            self.model, self.batch, self.device, self.kernels, self.threads
+        )
+    }
+
+    fn matches(&self, r: &TrainReport) -> bool {
+        self.model == r.model
+            && self.batch == r.batch
+            && self.device == r.device
+            && self.kernels == r.kernels
+            && self.threads == r.threads
+    }
+}
+
+/// How one metric compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// Better than the band: passes, and says the baseline is due for a refresh.
+    Improved,
+    Regressed,
+    /// Not measured, or measured under other conditions than the baseline's.
+    Missing,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Improved => "improved",
+            Status::Regressed => "REGRESSED",
+            Status::Missing => "MISSING",
+        }
+    }
+
+    pub fn fails(self) -> bool {
+        matches!(self, Status::Regressed | Status::Missing)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub metric: String,
+    pub baseline: f64,
+    pub measured: Option<f64>,
+    /// What passes, in words (`50.60 ± 1.50`, `>= 82.4`).
+    pub tolerance: String,
+    pub status: Status,
+    /// Why a metric is missing, or empty.
+    pub note: String,
+}
+
+/// Reads and validates a baseline file.
+pub fn read_baseline(path: &Path) -> Result<Baseline, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let baseline: Baseline = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if baseline.format != FORMAT {
+        return Err(Error::Baseline {
+            path: path.to_path_buf(),
+            message: format!(
+                "format {} (this suite reads format {FORMAT}; rewrite it with `suite regress \
+                 --write-baseline`)",
+                baseline.format
+            ),
+        });
+    }
+    Ok(baseline)
+}
+
+/// Writes `baseline` to `path` atomically, as pretty JSON.
+pub fn write_baseline(path: &Path, baseline: &Baseline) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(baseline).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_text(path, &(json + "\n"))
+}
+
+/// The reports of a `suite bench train --json` file: one JSON object per line (blank lines
+/// skipped), or one JSON array of them.
+pub fn read_bench(path: &Path) -> Result<Vec<TrainReport>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let json = |source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    };
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).map_err(json);
+    }
+    let mut reports = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        reports.push(
+            serde_json::from_str(line).map_err(|source| Error::Baseline {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {}: not a `suite bench train --json` report: {source}",
+                    i + 1
+                ),
+            })?,
+        );
+    }
+    Ok(reports)
+}
+
+/// Every sweep under `results` (`<experiment>/<profile>/runs.parquet`), as baseline rows: one
+/// per model, over its seeds, in the tables' order.
+pub fn accuracy_of(results: &Path) -> Result<Vec<AccuracyBaseline>, Error> {
+    let mut rows = Vec::new();
+    for (experiment, profile, runs) in sweeps(results)? {
+        rows.extend(summarise(&experiment, &profile, &runs)?);
+    }
+    Ok(rows)
+}
+
+/// `(experiment, profile, runs.parquet)` for every sweep under `results`, sorted.
+fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut found = Vec::new();
+    for experiment in std::fs::read_dir(results).map_err(io(results))? {
+        let experiment = experiment.map_err(io(results))?.path();
+        if !experiment.is_dir() {
+            continue;
+        }
+        for profile in std::fs::read_dir(&experiment).map_err(io(&experiment))? {
+            let runs = profile
+                .map_err(io(&experiment))?
+                .path()
+                .join("runs.parquet");
+            if runs.is_file() {
+                let name = |p: &Path| {
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                let profile_dir = runs.parent().unwrap_or(&experiment);
+                found.push((name(&experiment), name(profile_dir), runs));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn summarise(experiment: &str, profile: &str, runs: &Path) -> Result<Vec<AccuracyBaseline>, Error> {
+    let records = records_from(&read_parquet(runs)?, runs)?;
+    let mut models: Vec<&str> = Vec::new();
+    for r in &records {
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+    }
+    let mut rows = Vec::new();
+    for model in models {
+        let of: Vec<_> = records.iter().filter(|r| r.model == model).collect();
+        let conditions: BTreeMap<(u64, u64), usize> =
+            of.iter().fold(BTreeMap::new(), |mut m, r| {
+                *m.entry((r.iterations, r.test_images)).or_default() += 1;
+                m
+            });
+        if conditions.len() > 1 {
+            return Err(Error::Baseline {
+                path: runs.to_path_buf(),
+                message: format!(
+                    "{model}'s runs differ in iterations or test images ({conditions:?}); a \
+                     baseline compares like with like"
+                ),
+            });
+        }
+        let errors: Vec<f64> = of.iter().map(|r| r.final_test_error).collect();
+        let (mean, std) = mean_std(&errors);
+        rows.push(AccuracyBaseline {
+            experiment: experiment.to_string(),
+            profile: profile.to_string(),
+            model: model.to_string(),
+            iterations: of[0].iterations,
+            test_images: of[0].test_images,
+            seeds: of.len() as u64,
+            test_error_mean: mean,
+            test_error_std: std.is_finite().then_some(std),
+        });
+    }
+    Ok(rows)
+}
+
+/// Throughput baseline rows from bench reports measured on `device_class`.
+pub fn throughput_of(reports: &[TrainReport], device_class: &str) -> Vec<ThroughputBaseline> {
+    reports
+        .iter()
+        .map(|r| ThroughputBaseline {
+            model: r.model.clone(),
+            batch: r.batch,
+            device: r.device.clone(),
+            device_class: device_class.to_string(),
+            kernels: r.kernels.clone(),
+            threads: r.threads,
+            images_per_s: r.images_per_s,
+        })
+        .collect()
+}
+
+/// Compares the sweeps under `results` with the baseline's accuracy rows.
+pub fn check_accuracy(baseline: &[AccuracyBaseline], results: &Path) -> Result<Vec<Check>, Error> {
+    let mut measured: BTreeMap<(String, String), Vec<AccuracyBaseline>> = BTreeMap::new();
+    let mut checks = Vec::new();
+    for b in baseline {
+        let key = (b.experiment.clone(), b.profile.clone());
+        if !measured.contains_key(&key) {
+            let runs =
+                crate::sweep::tables_dir(results, &b.experiment, &b.profile).join("runs.parquet");
+            let rows = if runs.is_file() {
+                summarise(&b.experiment, &b.profile, &runs)?
+            } else {
+                Vec::new()
+            };
+            measured.insert(key.clone(), rows);
+        }
+        let found = measured[&key].iter().find(|m| m.model == b.model);
+        checks.push(compare_accuracy(b, found, results));
+    }
+    Ok(checks)
+}
+
+fn compare_accuracy(b: &AccuracyBaseline, m: Option<&AccuracyBaseline>, results: &Path) -> Check {
+    let band = b.band();
+    let mut check = Check {
+        metric: b.name(),
+        baseline: b.test_error_mean,
+        measured: None,
+        tolerance: format!("{:.2} ± {band:.2}", b.test_error_mean),
+        status: Status::Missing,
+        note: String::new(),
+    };
+    let Some(m) = m else {
+        check.note = format!("no run of {} under {}", b.model, results.display());
+        return check;
+    };
+    check.measured = Some(m.test_error_mean);
+    if (m.iterations, m.test_images) != (b.iterations, b.test_images) {
+        check.note = format!(
+            "measured after {} iterations on {} test images, the baseline after {} on {}",
+            m.iterations, m.test_images, b.iterations, b.test_images
+        );
+        return check;
+    }
+    let gap = m.test_error_mean - b.test_error_mean;
+    check.status = if gap > band {
+        Status::Regressed
+    } else if gap < -band {
+        Status::Improved
+    } else {
+        Status::Pass
+    };
+    check
+}
+
+/// Compares bench reports measured on `device_class` with the baseline's throughput rows.
+pub fn check_throughput(
+    baseline: &[ThroughputBaseline],
+    reports: &[TrainReport],
+    device_class: &str,
+) -> Vec<Check> {
+    baseline
+        .iter()
+        .map(|b| {
+            let floor = b.images_per_s * (1.0 - THROUGHPUT_DROP);
+            let mut check = Check {
+                metric: b.name(),
+                baseline: b.images_per_s,
+                measured: None,
+                tolerance: format!(">= {floor:.1}"),
+                status: Status::Missing,
+                note: String::new(),
+            };
+            let Some(r) = reports.iter().find(|r| b.matches(r)) else {
+                check.note = "not in the bench file".into();
+                return check;
+            };
+            check.measured = Some(r.images_per_s);
+            if b.device_class != device_class {
+                check.note = format!(
+                    "measured on {device_class}, the baseline on {}: not comparable",
+                    b.device_class
+                );
+                return check;
+            }
+            check.status = if r.images_per_s < floor {
+                Status::Regressed
+            } else if r.images_per_s > b.images_per_s * (1.0 + THROUGHPUT_DROP) {
+                Status::Improved
+            } else {
+                Status::Pass
+            };
+            check
+        })
+        .collect()
+}
+
+/// What this machine's `device` is, for throughput baselines: the CPU's model name from
+/// `/proc/cpuinfo`, a GPU's name from `nvidia-smi`, or `device` itself where neither says.
+pub fn device_class(device: &str) -> String {
+    let named = if device.starts_with("cuda") {
+        std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.trim().to_string())
+            })
+    } else {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, name)| name.trim().to_string())
+            })
+    };
+    named
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| device.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accuracy(mean: f64, std: Option<f64>) -> AccuracyBaseline {
+        AccuracyBaseline {
+            experiment: "table6".into(),
+            profile: "quick".into(),
+            model: "resnet20".into(),
+            iterations: 400,
+            test_images: 10_000,
+            seeds: if std.is_some() { 3 } else { 1 },
+            test_error_mean: mean,
+            test_error_std: std,
+        }
+    }
+
+    #[test]
+    fn the_band_is_never_tighter_than_the_binomial_deviation() {
+        // 50% error on 10,000 images: binomial sd 0.5 points.
+        assert!((accuracy(50.0, None).band() - 1.5).abs() < 1e-9);
+        assert!((accuracy(50.0, Some(0.1)).band() - 1.5).abs() < 1e-9);
+        // A seed spread above it widens the band.
+        assert!((accuracy(50.0, Some(2.0)).band() - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn accuracy_outside_the_band_regresses_or_improves() {
+        let b = accuracy(50.0, None);
+        let at = |mean| compare_accuracy(&b, Some(&accuracy(mean, None)), Path::new("r")).status;
+        assert_eq!(at(51.4), Status::Pass);
+        assert_eq!(at(51.6), Status::Regressed);
+        assert_eq!(at(48.4), Status::Improved);
+        assert_eq!(
+            compare_accuracy(&b, None, Path::new("r")).status,
+            Status::Missing
+        );
+        let mut longer = accuracy(50.0, None);
+        longer.iterations = 800;
+        let check = compare_accuracy(&b, Some(&longer), Path::new("r"));
+        assert_eq!(check.status, Status::Missing);
+        assert!(check.note.contains("800 iterations"), "{}", check.note);
+    }
+
+    fn report(images_per_s: f64) -> TrainReport {
+        TrainReport {
+            model: "resnet20".into(),
+            batch: 128,
+            device: "cpu".into(),
+            kernels: "fast".into(),
+            threads: 2,
+            images_per_s,
+            images_per_s_min: images_per_s,
+            images_per_s_max: images_per_s,
+            steps: 10,
+            peak_rss_mib: None,
+        }
+    }
+
+    #[test]
+    fn bench_files_are_json_lines_or_an_array_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = serde_json::to_string(&report(88.6)).unwrap();
+        let lines = dir.path().join("bench.jsonl");
+        std::fs::write(&lines, format!("{line}\n\n{line}\n")).unwrap();
+        assert_eq!(
+            read_bench(&lines).unwrap(),
+            vec![report(88.6), report(88.6)]
+        );
+        let array = dir.path().join("bench.json");
+        std::fs::write(&array, format!("[{line}]")).unwrap();
+        assert_eq!(read_bench(&array).unwrap(), vec![report(88.6)]);
+        std::fs::write(&lines, format!("{line}\n{{\"model\": 1}}\n")).unwrap();
+        let err = read_bench(&lines).unwrap_err().to_string();
+        assert!(
+            err.contains("bench.jsonl") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn throughput_may_drop_seven_percent_on_its_own_device_class() {
+        let baseline = throughput_of(&[report(100.0)], "EPYC");
+        let status =
+            |r: f64, class: &str| check_throughput(&baseline, &[report(r)], class)[0].status;
+        assert_eq!(status(93.5, "EPYC"), Status::Pass);
+        assert_eq!(status(92.5, "EPYC"), Status::Regressed);
+        assert_eq!(status(110.0, "EPYC"), Status::Improved);
+        assert_eq!(status(100.0, "Xeon"), Status::Missing);
+        let mut other = report(100.0);
+        other.batch = 64;
+        assert_eq!(
+            check_throughput(&baseline, &[other], "EPYC")[0].status,
+            Status::Missing
+        );
+    }
+}

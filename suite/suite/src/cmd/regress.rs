@@ -1,0 +1,133 @@
+//! `suite regress`: a results set and bench figures against a committed baseline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use experiments::regress::{self, Baseline, Check};
+
+use crate::cli::Global;
+
+const EXAMPLES: &str = "\
+Examples:
+  suite reproduce table6 --profile smoke --out /tmp/r
+  suite bench train --model resnet20 --batch 128 --json > /tmp/bench.jsonl
+  suite regress --baseline ci/baselines/cpu-smoke.json --results /tmp/r --bench /tmp/bench.jsonl
+  suite regress --write-baseline --baseline ci/baselines/cpu-smoke.json --results /tmp/r \\
+                --bench /tmp/bench.jsonl          (re)write the baseline from these results
+
+Accuracy passes within 3 standard deviations of the baseline's final test error, the deviation
+being its seed spread but never less than the binomial deviation on the test set's size.
+Throughput passes down to 7% below the baseline, on the baseline's device class only. A metric
+the baseline has and the results lack is MISSING and fails.
+Exit codes: 0 every metric passed; 1 a regression or a missing metric; 2 an error.";
+
+/// Compare a results set (and `suite bench train --json` output) with a baseline file, or write
+/// one
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The baseline file (JSON): read, or written with --write-baseline
+    #[arg(long, value_name = "FILE")]
+    baseline: PathBuf,
+    /// Results directory holding <experiment>/<profile>/runs.parquet [default: --results]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// `suite bench train --json` output: one report per line
+    #[arg(long, value_name = "FILE")]
+    bench: Option<PathBuf>,
+    /// What the benchmarked device is [default: the CPU's model name, or the GPU's from
+    /// nvidia-smi]
+    #[arg(long, value_name = "NAME")]
+    device_class: Option<String>,
+    /// Write the baseline from the results (every sweep under the results directory) and the
+    /// bench file instead of comparing
+    #[arg(long)]
+    write_baseline: bool,
+    /// Print the comparison as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let results = global.results_dir(args.out.as_deref());
+    let reports = match &args.bench {
+        Some(path) => regress::read_bench(path)?,
+        None => Vec::new(),
+    };
+    let device = reports.first().map_or("cpu", |r| r.device.as_str());
+    let device_class = args
+        .device_class
+        .clone()
+        .unwrap_or_else(|| regress::device_class(device));
+    if args.write_baseline {
+        let baseline = Baseline {
+            format: regress::FORMAT,
+            command: super::reproduce::command_line(std::env::args().skip(1)),
+            suite_version: env!("CARGO_PKG_VERSION").to_string(),
+            accuracy: regress::accuracy_of(&results)
+                .with_context(|| format!("reading the sweeps under {}", results.display()))?,
+            throughput: regress::throughput_of(&reports, &device_class),
+        };
+        anyhow::ensure!(
+            !baseline.accuracy.is_empty() || !baseline.throughput.is_empty(),
+            "nothing to write: no sweep under {} and no --bench file",
+            results.display()
+        );
+        regress::write_baseline(&args.baseline, &baseline)?;
+        println!(
+            "wrote {}: {} accuracy and {} throughput metrics",
+            args.baseline.display(),
+            baseline.accuracy.len(),
+            baseline.throughput.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let baseline = regress::read_baseline(&args.baseline)?;
+    let mut checks = regress::check_accuracy(&baseline.accuracy, &results)?;
+    if !baseline.throughput.is_empty() && args.bench.is_none() {
+        eprintln!("note: the baseline has throughput metrics; without --bench they are MISSING");
+    }
+    checks.extend(regress::check_throughput(
+        &baseline.throughput,
+        &reports,
+        &device_class,
+    ));
+    let failed = checks.iter().filter(|c| c.status.fails()).count();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        println!("{}", table(&checks));
+        println!(
+            "{} of {} metrics passed against {}",
+            checks.len() - failed,
+            checks.len(),
+            args.baseline.display()
+        );
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn table(checks: &[Check]) -> String {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.metric.clone(),
+                format!("{:.2}", c.baseline),
+                c.measured.map_or("–".into(), |m| format!("{m:.2}")),
+                c.tolerance.clone(),
+                c.status.to_string(),
+                c.note.clone(),
+            ]
+        })
+        .collect();
+    experiments::text::markdown_table(
+        &["metric", "baseline", "measured", "passes", "status", "note"],
+        &rows,
+    )
+}
