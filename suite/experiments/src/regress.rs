@@ -12,7 +12,7 @@
 //! is luck). Throughput: at most [`THROUGHPUT_DROP`] below the baseline, compared only on the
 //! device class the baseline was measured on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ use trainer::bench::TrainReport;
 
 use crate::Error;
 use crate::store::{read_parquet, write_text};
-use crate::sweep::tables::{mean_std, records_from};
+use crate::sweep::tables::{by_model, mean_std, records_from};
 
 /// The version of the baseline file's layout; a file of another version is refused.
 pub const FORMAT: u32 = 1;
@@ -240,10 +240,8 @@ fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
             continue;
         }
         for profile in std::fs::read_dir(&experiment).map_err(io(&experiment))? {
-            let runs = profile
-                .map_err(io(&experiment))?
-                .path()
-                .join("runs.parquet");
+            let profile = profile.map_err(io(&experiment))?.path();
+            let runs = profile.join("runs.parquet");
             if runs.is_file() {
                 let name = |p: &Path| {
                     p.file_name()
@@ -251,8 +249,7 @@ fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
                         .to_string_lossy()
                         .into_owned()
                 };
-                let profile_dir = runs.parent().unwrap_or(&experiment);
-                found.push((name(&experiment), name(profile_dir), runs));
+                found.push((name(&experiment), name(&profile), runs));
             }
         }
     }
@@ -262,43 +259,34 @@ fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
 
 fn summarise(experiment: &str, profile: &str, runs: &Path) -> Result<Vec<AccuracyBaseline>, Error> {
     let records = records_from(&read_parquet(runs)?, runs)?;
-    let mut models: Vec<&str> = Vec::new();
-    for r in &records {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
-        }
-    }
-    let mut rows = Vec::new();
-    for model in models {
-        let of: Vec<_> = records.iter().filter(|r| r.model == model).collect();
-        let conditions: BTreeMap<(u64, u64), usize> =
-            of.iter().fold(BTreeMap::new(), |mut m, r| {
-                *m.entry((r.iterations, r.test_images)).or_default() += 1;
-                m
-            });
-        if conditions.len() > 1 {
-            return Err(Error::Baseline {
-                path: runs.to_path_buf(),
-                message: format!(
-                    "{model}'s runs differ in iterations or test images ({conditions:?}); a \
-                     baseline compares like with like"
-                ),
-            });
-        }
-        let errors: Vec<f64> = of.iter().map(|r| r.final_test_error).collect();
-        let (mean, std) = mean_std(&errors);
-        rows.push(AccuracyBaseline {
-            experiment: experiment.to_string(),
-            profile: profile.to_string(),
-            model: model.to_string(),
-            iterations: of[0].iterations,
-            test_images: of[0].test_images,
-            seeds: of.len() as u64,
-            test_error_mean: mean,
-            test_error_std: std.is_finite().then_some(std),
-        });
-    }
-    Ok(rows)
+    by_model(&records)
+        .into_iter()
+        .map(|(model, of)| {
+            let conditions: BTreeSet<(u64, u64)> =
+                of.iter().map(|r| (r.iterations, r.test_images)).collect();
+            if conditions.len() > 1 {
+                return Err(Error::Baseline {
+                    path: runs.to_path_buf(),
+                    message: format!(
+                        "{model}'s runs differ in (iterations, test images): {conditions:?}; a \
+                         baseline compares like with like"
+                    ),
+                });
+            }
+            let errors: Vec<f64> = of.iter().map(|r| r.final_test_error).collect();
+            let (mean, std) = mean_std(&errors);
+            Ok(AccuracyBaseline {
+                experiment: experiment.to_string(),
+                profile: profile.to_string(),
+                model: model.to_string(),
+                iterations: of[0].iterations,
+                test_images: of[0].test_images,
+                seeds: of.len() as u64,
+                test_error_mean: mean,
+                test_error_std: std.is_finite().then_some(std),
+            })
+        })
+        .collect()
 }
 
 /// Throughput baseline rows from bench reports measured on `device_class`.

@@ -106,8 +106,15 @@ fn distinct<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
-/// Draws `kind` as `<out>/<stem>.png` and `.svg`; returns both paths, PNG first.
-pub fn draw(kind: FigureKind, results: &Results, out: &Path) -> Result<Vec<PathBuf>, Error> {
+/// A figure as written: both files, and the SVG's text for documents that embed it.
+pub struct Drawn {
+    pub png: PathBuf,
+    pub svg: PathBuf,
+    pub svg_text: String,
+}
+
+/// Draws `kind` as `<out>/<stem>.png` and `.svg`.
+pub fn draw(kind: FigureKind, results: &Results, out: &Path) -> Result<Drawn, Error> {
     font::register();
     let spec = Spec::new(kind, results);
     let size = kind.size(spec.panels.len().max(1));
@@ -132,7 +139,11 @@ pub fn draw(kind: FigureKind, results: &Results, out: &Path) -> Result<Vec<PathB
         root.present().map_err(|e| failed(&svg)(e.to_string()))?;
     }
     files::write_atomic(&svg, text.as_bytes())?;
-    Ok(vec![png, svg])
+    Ok(Drawn {
+        png,
+        svg,
+        svg_text: text,
+    })
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), Error> {

@@ -77,10 +77,12 @@ pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Wri
     })?;
     let mut written = Written::default();
     let mut drawn = Vec::new();
+    let mut svgs = Vec::new();
     for kind in FigureKind::for_results(&subject.experiment, &data) {
-        let paths = figures::draw(kind, &data, out)?;
-        drawn.push((kind, paths[0].clone()));
-        written.figures.extend(paths);
+        let figure = figures::draw(kind, &data, out)?;
+        drawn.push((kind, figure.png.clone()));
+        written.figures.extend([figure.png, figure.svg.clone()]);
+        svgs.push((kind, figure.svg, figure.svg_text));
     }
     let text = markdown::report(subject, &data, &drawn, out);
     let path = out.join("report.md");
@@ -91,7 +93,7 @@ pub fn write_report(subject: &Subject, results: &Path, out: &Path) -> Result<Wri
     files::write_atomic(&path, page.as_bytes())?;
     written.html = path;
     let path = out.join("report.pdf");
-    let bytes = pdf::report(subject, &data, &drawn, &path)?;
+    let bytes = pdf::report(subject, &data, &svgs, &path)?;
     files::write_atomic(&path, &bytes)?;
     written.pdf = path;
     written.verdicts = data.verdicts;

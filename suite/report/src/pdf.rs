@@ -487,12 +487,12 @@ fn wrap(text: &str, max: f32, width: impl Fn(&str) -> f32) -> Vec<String> {
     lines
 }
 
-/// The report of one sweep as PDF bytes; `figures` are the PNG paths whose SVG twins are
-/// embedded, `path` is where the PDF goes (for errors).
+/// The report of one sweep as PDF bytes; `figures` are the SVGs to embed (their paths name
+/// them), `path` is where the PDF goes (for errors).
 pub fn report(
     subject: &Subject,
     results: &Results,
-    figures: &[(FigureKind, PathBuf)],
+    figures: &[(FigureKind, PathBuf, String)],
     path: &Path,
 ) -> Result<Vec<u8>, Error> {
     let failed = |message: String| Error::Draw {
@@ -538,13 +538,8 @@ pub fn report(
     pages.paragraph(SELECTION_RULE, 8.5, Style::Regular);
 
     let options = svg_options();
-    for (number, (kind, png)) in figures.iter().enumerate() {
-        let svg = png.with_extension("svg");
-        let text = std::fs::read_to_string(&svg).map_err(|source| files::Error {
-            path: svg.clone(),
-            source,
-        })?;
-        let tree = usvg::Tree::from_str(&text, &options)
+    for (number, (kind, svg, text)) in figures.iter().enumerate() {
+        let tree = usvg::Tree::from_str(text, &options)
             .map_err(|e| failed(format!("reading {}: {e}", svg.display())))?;
         let name = format!(
             "Figure {}. {} ({})",

@@ -346,18 +346,23 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Per model in first-seen order, with Table 6's row for residual nets of the paper's units.
-pub fn summarise(records: &[RunRecord], paper: &paper::Paper) -> Vec<ModelSummary> {
-    let mut models: Vec<&str> = Vec::new();
+/// The runs grouped by model, models in the order first seen.
+pub fn by_model(records: &[RunRecord]) -> Vec<(&str, Vec<&RunRecord>)> {
+    let mut groups: Vec<(&str, Vec<&RunRecord>)> = Vec::new();
     for r in records {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
+        match groups.iter_mut().find(|(model, _)| *model == r.model) {
+            Some((_, runs)) => runs.push(r),
+            None => groups.push((&r.model, vec![r])),
         }
     }
-    models
+    groups
+}
+
+/// Per model in first-seen order, with Table 6's row for residual nets of the paper's units.
+pub fn summarise(records: &[RunRecord], paper: &paper::Paper) -> Vec<ModelSummary> {
+    by_model(records)
         .into_iter()
-        .map(|model| {
-            let rs: Vec<&RunRecord> = records.iter().filter(|r| r.model == model).collect();
+        .map(|(model, rs)| {
             let test: Vec<f64> = rs.iter().map(|r| r.final_test_error).collect();
             let train: Vec<f64> = rs.iter().map(|r| r.final_train_error).collect();
             let (test_mean, test_std) = mean_std(&test);

@@ -55,11 +55,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         Some(path) => regress::read_bench(path)?,
         None => Vec::new(),
     };
-    let device = reports.first().map_or("cpu", |r| r.device.as_str());
-    let device_class = args
-        .device_class
-        .clone()
-        .unwrap_or_else(|| regress::device_class(device));
+    // Only bench figures need to know what they were measured on.
+    let device_class = match (&args.device_class, reports.first()) {
+        (Some(class), _) => class.clone(),
+        (None, Some(report)) => regress::device_class(&report.device),
+        (None, None) => String::new(),
+    };
     if args.write_baseline {
         let baseline = Baseline {
             format: regress::FORMAT,
