@@ -2,8 +2,11 @@
 # The CUDA checks, for a machine with an NVIDIA GPU, a Rust toolchain, the CUDA toolkit and cuDNN:
 #
 # 1. the `cuda` feature's tests: cuDNN's conv forward, backward data and backward filter and its
-#    batch norm against the CPU kernels over the nets' shapes and odd ones, and a ResNet-20 run of
-#    50 steps on the GPU against the CPU loss trajectory;
+#    batch norm against the CPU kernels over the nets' shapes and odd ones, a ResNet-20 run of
+#    50 steps on the GPU against the CPU loss trajectory, and no device-to-host copy inside a
+#    training step (CIFAR and ImageNet nets); then `suite train --deterministic` on the GPU killed
+#    and resumed against an uninterrupted run, weights compared bit for bit (and the same without
+#    the flag, reported, not required);
 # 2. per-pass conv timings on the GPU at the CIFAR shapes (`suite bench op --device cuda:0`);
 # 3. training images/s on the GPU with the fast kernels (cuDNN conv) and stock candle, side by
 #    side, and against PyTorch on the same GPU when a python with CUDA torch is given.
@@ -53,12 +56,14 @@ PY
   suite=$unpacked/bin/suite
   kernels_tests() { "$unpacked/bin/kernels-cuda-tests"; }
   cudnn_trajectory_test() { "$unpacked/bin/trainer-training-tests" cudnn; }
+  host_copy_test() { "$unpacked/bin/trainer-cuda-tests"; }
   build_suite() { :; }
 else
   command -v nvcc >/dev/null || { echo "no nvcc: install the CUDA toolkit (and cuDNN)" >&2; exit 2; }
   suite=target/release/suite
   kernels_tests() { cargo test --release --locked -p kernels --features cuda --test cuda; }
   cudnn_trajectory_test() { cargo test --release --locked -p trainer --features cuda --test training -- cudnn; }
+  host_copy_test() { cargo test --release --locked -p trainer --features cuda --test cuda; }
   build_suite() { cargo build --release --locked -p suite --features cuda; }
 fi
 
@@ -71,9 +76,49 @@ fi
 echo "== tests (--features cuda)"
 kernels_tests
 cudnn_trajectory_test
+host_copy_test
+
+build_suite
+# A run killed after its first checkpoint and resumed must end on the uninterrupted run's weights,
+# bit for bit, under --deterministic; without it cuDNN's timed search may pick other algorithms in
+# the resumed process, so that case is only reported.
+resume_check() {
+  local name=$1; shift
+  local args=(train --model resnet20 --iterations 400 --batch 32 --log-every 20
+    --checkpoint-every 100 --eval-every 0 --eval-subset 200 --device "$device" --quiet "$@")
+  local runs=$out/resume-$name
+  rm -rf "$runs"
+  "$suite" --data "cifar10=$data/cifar10/sample" "${args[@]}" --out "$runs/whole" >/dev/null
+  "$suite" --data "cifar10=$data/cifar10/sample" "${args[@]}" --out "$runs/killed" >/dev/null &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null && [[ ! -f $runs/killed/checkpoint.safetensors ]]; do sleep 0.05; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if [[ -f $runs/killed/summary.json ]]; then
+    echo "resume ($name): the run finished before it could be killed; nothing was resumed" |
+      tee -a "$out/resume.txt"
+    return 1
+  fi
+  "$suite" --data "cifar10=$data/cifar10/sample" "${args[@]}" --out "$runs/killed" >/dev/null
+  grep -q '"resumes": 1' "$runs/killed/summary.json" || {
+    echo "resume ($name): the second session did not resume from the checkpoint" | tee -a "$out/resume.txt"
+    return 1
+  }
+  if cmp -s "$runs/whole/weights.safetensors" "$runs/killed/weights.safetensors"; then
+    echo "resume ($name): weights equal bit for bit" | tee -a "$out/resume.txt"
+  else
+    echo "resume ($name): weights differ" | tee -a "$out/resume.txt"
+    return 1
+  fi
+}
+: >"$out/resume.txt"
+if [[ -d $data/cifar10/sample ]]; then
+  echo "== killed and resumed runs on $device"
+  resume_check deterministic --deterministic
+  resume_check fastest || echo "(allowed: the fastest algorithms are not bitwise reproducible)"
+fi
 
 echo "== conv passes on $device"
-build_suite
 : >"$out/ops.jsonl"
 for shape in "16 16 32 1" "16 32 32 2" "32 32 16 1" "32 64 16 2" "64 64 8 1"; do
   read -r c o s stride <<<"$shape"

@@ -35,6 +35,42 @@ mod direct;
 
 pub use direct::MAX_ISA_VAR;
 
+/// How cuDNN's algorithm for each conv pass is chosen on CUDA. The CPU kernels always sum in a
+/// fixed order, so they are deterministic under either choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CudnnAlgorithms {
+    /// The fastest algorithm for the shape, timed by cuDNN's search (as PyTorch's
+    /// `cudnn.benchmark`) the first time the shape is seen and kept for the process. Some of the
+    /// backward algorithms add partial sums with atomics, so two runs may differ in the last bits.
+    #[default]
+    Fastest,
+    /// The first algorithm cuDNN's heuristics rank for the shape among those that return the same
+    /// bits on every call. The heuristics depend only on the shape, the GPU and the cuDNN
+    /// release, so a resumed process picks the same algorithms as the one it replaces, which a
+    /// timed search does not promise.
+    Deterministic,
+}
+
+static DETERMINISTIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets how cuDNN's conv algorithms are chosen for the rest of the process (conv plans already
+/// built for the other choice are kept apart, not reused).
+pub fn set_cudnn_algorithms(choice: CudnnAlgorithms) {
+    DETERMINISTIC.store(
+        choice == CudnnAlgorithms::Deterministic,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The current choice of cuDNN conv algorithms.
+pub fn cudnn_algorithms() -> CudnnAlgorithms {
+    if DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed) {
+        CudnnAlgorithms::Deterministic
+    } else {
+        CudnnAlgorithms::Fastest
+    }
+}
+
 /// How a convolution's three passes are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvAlgorithm {

@@ -1,10 +1,75 @@
-//! What the cuDNN-backed ops share: device views of candle's storage, shapes as C ints, and
-//! buffers for results cuDNN writes whole.
+//! What the cuDNN-backed ops share: one raw cuDNN handle per thread and device, device views of
+//! candle's storage, shapes as C ints, and buffers for results cuDNN writes whole.
 
-use candle_core::cuda_backend::CudaDevice;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use candle_core::cuda_backend::cudarc::cudnn::{result, sys};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, Layout, Result, Shape, Storage, Tensor, bail};
+
+/// A cuDNN handle bound to one device's stream (the one candle queues its work on).
+pub(crate) struct Handle(pub(crate) sys::cudnnHandle_t);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created by `handle` and is destroyed once, here.
+        let _ = unsafe { result::destroy_handle(self.0) };
+    }
+}
+
+thread_local! {
+    // cuDNN handles are neither `Send` nor `Sync`: one per thread and device.
+    static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's handle for `device`, created on first use.
+pub(crate) fn handle(device: &CudaDevice) -> Result<Rc<Handle>> {
+    HANDLES.with(|handles| {
+        if let Some(handle) = handles.borrow().get(&device.id()) {
+            return Ok(handle.clone());
+        }
+        let stream = device.cuda_stream();
+        stream.context().bind_to_thread()?;
+        let handle = Handle(result::create_handle()?);
+        // SAFETY: both the handle and the stream are live; the stream outlives the handle, as the
+        // device holds it for the whole process.
+        unsafe { result::set_stream(handle.0, stream.cu_stream() as sys::cudaStream_t)? };
+        let handle = Rc::new(handle);
+        handles.borrow_mut().insert(device.id(), handle.clone());
+        Ok(handle)
+    })
+}
+
+/// A 4-D f32 NCHW tensor descriptor, freed when dropped.
+pub(crate) struct TensorDesc(pub(crate) sys::cudnnTensorDescriptor_t);
+
+impl TensorDesc {
+    pub(crate) fn new(op: &str, dims: [usize; 4]) -> Result<Self> {
+        let ints = c_ints(op, dims)?;
+        let desc = Self(result::create_tensor_descriptor()?);
+        // SAFETY: the descriptor was just created and is freed only on drop.
+        unsafe {
+            result::set_tensor4d_descriptor(
+                desc.0,
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                ints,
+            )?
+        };
+        Ok(desc)
+    }
+}
+
+impl Drop for TensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once, here.
+        let _ = unsafe { result::destroy_tensor_descriptor(self.0) };
+    }
+}
 
 /// A contiguous f32 tensor's values, from its first element.
 pub(crate) fn view<'a>(

@@ -22,7 +22,8 @@
 //! in one or two passes over memory. They run on the CPU; with the `cuda` feature [`conv2d`] also
 //! runs on CUDA, each of its three passes one cuDNN call (forward, backward data, backward filter),
 //! [`conv2d_input_grad`] and [`conv2d_weight_grad`] run a backward pass alone on either device,
-//! and [`batch_norm_train_cuda`] is cuDNN's batch norm, one call each way.
+//! and [`batch_norm_train_cuda`] is cuDNN's batch norm, one call each way. [`set_cudnn_algorithms`]
+//! chooses between cuDNN's fastest conv algorithms (the default) and deterministic ones.
 //! Elsewhere the callers keep candle's own ops (see `nets::layers::Kernels`).
 //!
 //! ```
@@ -50,8 +51,9 @@ mod pool;
 
 pub use block::{BasicBlock, BasicBlockParams, BlockShortcut, basic_blocks_train};
 pub use conv::{
-    Conv2dGeometry, ConvAlgorithm, ConvPasses, MAX_ISA_VAR, conv2d, conv2d_input_grad,
-    conv2d_runs_on, conv2d_weight_grad, conv2d_with,
+    Conv2dGeometry, ConvAlgorithm, ConvPasses, CudnnAlgorithms, MAX_ISA_VAR, conv2d,
+    conv2d_input_grad, conv2d_runs_on, conv2d_weight_grad, conv2d_with, cudnn_algorithms,
+    set_cudnn_algorithms,
 };
 pub use memory::{LineAligned, keep_freed_memory};
 pub use norm::{

@@ -163,6 +163,29 @@ fn a_diverging_run_stops_with_an_error_and_keeps_its_last_checkpoint() {
         rows.lines().count() >= 2 && !rows.contains("NaN") && !rows.contains("inf"),
         "{rows}"
     );
+
+    // Losses are read once per metrics window (10 steps here), and the error still names the
+    // first step whose loss was not finite, before the window's end; nothing of that window is
+    // written.
+    let windowed = std::fs::read_to_string(dir.join("run.toml"))
+        .unwrap()
+        .replace("log_every = 1\n", "log_every = 10\n")
+        .replace("checkpoint_every = 1\n", "checkpoint_every = 10\n");
+    std::fs::write(dir.join("windowed.toml"), windowed).unwrap();
+    let err = dir
+        .suite(&["run", "--spec", "windowed.toml", "--out", "w", "--quiet"])
+        .code(2)
+        .stderr();
+    let iteration: u64 = err
+        .split("at iteration ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no iteration in {err}"));
+    assert!((1..10).contains(&iteration), "{err}");
+    assert!(err.contains("No checkpoint had been written yet"), "{err}");
+    let rows = std::fs::read_to_string(dir.join("w/metrics.csv")).unwrap_or_default();
+    assert!(rows.lines().count() <= 1, "{rows}");
 }
 
 /// Waits until `dir/.lock` names `pid` as its holder.

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, LoopState};
 use crate::metrics::{MetricsFile, Row};
 use crate::optim::Sgd;
 use crate::spec::RunSpec;
-use crate::step::{count_errors, train_step};
+use crate::step::{StepOutcome, count_errors, read_outcomes, train_step};
 use crate::{Error, data};
 
 pub const SPEC_FILE: &str = "spec.json";
@@ -108,8 +108,9 @@ pub struct Summary {
 pub trait Observer {
     /// The loop starts at `from` of `spec.iterations` completed iterations.
     fn started(&mut self, _spec: &RunSpec, _from: u64) {}
-    /// Iteration `iteration` (1-based count of completed iterations) had loss `loss`.
-    fn step(&mut self, _iteration: u64, _loss: f32) {}
+    /// Iteration `iteration` (1-based count of completed iterations) is done; its loss is read
+    /// with the window's, and shows in the next [`Row`].
+    fn step(&mut self, _iteration: u64) {}
     fn evaluating(&mut self, _iteration: u64) {}
     fn row(&mut self, _row: &Row) {}
     fn checkpointed(&mut self, _iteration: u64) {}
@@ -195,14 +196,38 @@ fn evaluate(net: &nets::ResNet, loader: &datasets::Loader) -> Result<(f64, f64),
     Ok((loss_sum / count as f64, errors as f64 / count as f64))
 }
 
-/// Training figures accumulated over one metrics window.
+/// Training figures accumulated over one metrics window. The steps' losses and error counts stay
+/// on the device until the window closes, so a GPU never waits for the host inside it.
 #[derive(Default)]
 struct Window {
+    outcomes: Vec<StepOutcome>,
+    images: usize,
+    seconds: f64,
+}
+
+/// A closed window's figures, read from the device.
+struct WindowFigures {
     loss_sum: f64,
     errors: usize,
-    images: usize,
-    steps: usize,
-    seconds: f64,
+    /// The first step whose loss is not finite, as (its iteration, the loss).
+    diverged: Option<(u64, f32)>,
+}
+
+impl Window {
+    /// Reads the window whose last step was `last_iteration`.
+    fn read(&self, last_iteration: u64) -> Result<WindowFigures, Error> {
+        let values = read_outcomes(&self.outcomes)?;
+        let first_iteration = last_iteration + 1 - values.len() as u64;
+        let diverged = (first_iteration..)
+            .zip(&values)
+            .find(|(_, (loss, _))| !loss.is_finite())
+            .map(|(iteration, &(loss, _))| (iteration, loss));
+        Ok(WindowFigures {
+            loss_sum: values.iter().map(|&(loss, _)| loss as f64).sum(),
+            errors: values.iter().map(|&(_, errors)| errors).sum(),
+            diverged,
+        })
+    }
 }
 
 /// Trains (or resumes, or reports finished) the run `spec` in `dir`. `cache_dir` is where decoded
@@ -223,6 +248,12 @@ pub fn run(
     }
     let model_spec = spec.model_spec()?;
     let device = spec.device.open()?;
+    // Process-wide: the runs of one sweep share the flag, as they share the command line.
+    kernels::set_cudnn_algorithms(if spec.deterministic {
+        kernels::CudnnAlgorithms::Deterministic
+    } else {
+        kernels::CudnnAlgorithms::Fastest
+    });
     let mut model = nets::Model::new(model_spec, spec.seed, &device)?;
     model.net.set_kernels(spec.kernels);
     let mut sgd = Sgd::new(nets::weights::trainable(&model.vars), spec.optimizer)?;
@@ -259,28 +290,32 @@ pub fn run(
         })??;
         let lr = spec.schedule.lr(state.iteration, &state.schedule);
         let outcome = train_step(&model.net, &mut sgd, &batch.images, &batch.labels, lr)?;
-        if !outcome.loss.is_finite() {
-            return Err(Error::Diverged {
-                iteration: state.iteration + 1,
-                loss: outcome.loss,
-                checkpoint: checkpoint_path.is_file().then_some(checkpoint_path),
-            });
-        }
         state.iteration += 1;
         (state.epoch, state.batch) = (batch.next.epoch, batch.next.batch);
-        let n = batch.labels.elem_count();
-        window.loss_sum += outcome.loss as f64;
-        window.errors += outcome.errors;
-        window.images += n;
-        window.steps += 1;
+        window.outcomes.push(outcome);
+        window.images += batch.labels.elem_count();
         window.seconds += step_start.elapsed().as_secs_f64();
-        observer.step(state.iteration, outcome.loss);
+        observer.step(state.iteration);
 
         let done = state.iteration == spec.iterations;
         if state.iteration % spec.log_every != 0 && !done {
             continue;
         }
-        let train_error = window.errors as f64 / window.images as f64;
+        // The one point per window where the host waits for the device. A step's non-finite loss
+        // is found here, before anything of its window is evaluated or checkpointed, so a
+        // checkpoint never holds diverged weights.
+        let read_start = Instant::now();
+        let figures = window.read(state.iteration)?;
+        // On a GPU the steps only queued their work; the wait for it is part of their time.
+        window.seconds += read_start.elapsed().as_secs_f64();
+        if let Some((iteration, loss)) = figures.diverged {
+            return Err(Error::Diverged {
+                iteration,
+                loss,
+                checkpoint: checkpoint_path.is_file().then_some(checkpoint_path),
+            });
+        }
+        let train_error = figures.errors as f64 / window.images as f64;
         spec.schedule
             .observe_train_error(train_error, &mut state.schedule);
         let evaluate_now = done || (spec.eval_every > 0 && state.iteration % spec.eval_every == 0);
@@ -297,7 +332,7 @@ pub fn run(
             iteration: state.iteration,
             epoch: (state.iteration * spec.batch_size as u64) as f64 / data.train_len as f64,
             lr,
-            train_loss: window.loss_sum / window.steps as f64,
+            train_loss: figures.loss_sum / window.outcomes.len() as f64,
             train_error,
             test_loss: test.map(|t| t.0),
             test_error: test.map(|t| t.1),

@@ -37,6 +37,12 @@ pub struct RunSpec {
     /// `fast` (the kernels crate's ops) or `stock` (candle's).
     #[serde(default)]
     pub kernels: Kernels,
+    /// On CUDA, deterministic cuDNN algorithms instead of the fastest, so that a killed and
+    /// resumed run equals an uninterrupted one bit for bit (see `kernels::CudnnAlgorithms`). The
+    /// CPU kernels are deterministic either way. Left out of `spec.json` when false, so that
+    /// specs written before it keep their run ids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
     /// Iterations per metrics row (training loss and error are averaged over these).
     #[serde(default = "default_log_every")]
     pub log_every: u64,
@@ -118,6 +124,7 @@ impl RunSpec {
             seed: 0,
             device: DeviceName::Cpu,
             kernels: Kernels::Fast,
+            deterministic: false,
             log_every: default_log_every(),
             eval_every: default_eval_every(),
             checkpoint_every: default_checkpoint_every(),

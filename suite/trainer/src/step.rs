@@ -2,19 +2,54 @@
 
 use std::time::Instant;
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{D, DType, Result, Tensor};
 use candle_nn::ModuleT;
 
 use crate::optim::Sgd;
 
-/// Loss and misclassified examples of one step's batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Loss and misclassified examples of one step's batch, left on the step's device: reading a
+/// value makes the host wait for the device, so on a GPU the loop reads a whole window of steps at
+/// once ([`read_outcomes`]) instead of stalling every step.
+#[derive(Debug, Clone)]
 pub struct StepOutcome {
-    pub loss: f32,
-    pub errors: usize,
+    /// The batch's mean cross-entropy, a scalar f32 tensor outside the autograd graph.
+    pub loss: Tensor,
+    /// The batch's misclassified examples, a scalar u32 tensor.
+    pub errors: Tensor,
 }
 
-/// Forward in training mode, mean cross-entropy, backward, one SGD update with `lr`.
+impl StepOutcome {
+    /// Reads the loss and the error count (one device-to-host copy on a GPU).
+    pub fn read(&self) -> Result<(f32, usize)> {
+        Ok((
+            self.loss.to_scalar::<f32>()?,
+            self.errors.to_scalar::<u32>()? as usize,
+        ))
+    }
+}
+
+/// Reads the losses and error counts of several steps with one copy from their device.
+pub fn read_outcomes(outcomes: &[StepOutcome]) -> Result<Vec<(f32, usize)>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let losses: Vec<Tensor> = outcomes.iter().map(|o| o.loss.clone()).collect();
+    let errors: Vec<Tensor> = outcomes
+        .iter()
+        .map(|o| o.errors.to_dtype(DType::F32))
+        .collect::<Result<_>>()?;
+    // Error counts are at most a batch, exact in f32.
+    let both = Tensor::stack(&[Tensor::stack(&losses, 0)?, Tensor::stack(&errors, 0)?], 0)?
+        .to_vec2::<f32>()?;
+    Ok(both[0]
+        .iter()
+        .zip(&both[1])
+        .map(|(&loss, &errors)| (loss, errors as usize))
+        .collect())
+}
+
+/// Forward in training mode, mean cross-entropy, backward, one SGD update with `lr`. Nothing is
+/// copied to the host: the outcome stays on the device until read.
 pub fn train_step(
     net: &nets::ResNet,
     sgd: &mut Sgd,
@@ -27,20 +62,21 @@ pub fn train_step(
     let grads = loss.backward()?;
     sgd.step(&grads, lr)?;
     Ok(StepOutcome {
-        loss: loss.to_scalar::<f32>()?,
-        errors: count_errors(&logits, labels)?,
+        loss: loss.detach(),
+        errors: error_count(&logits, labels)?,
     })
+}
+
+/// Examples whose arg-max logit is not their label, as a scalar u32 tensor on the logits' device.
+pub fn error_count(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let predicted = logits.detach().argmax(D::Minus1)?;
+    let wrong = predicted.ne(&labels.to_dtype(predicted.dtype())?)?;
+    wrong.to_dtype(DType::U32)?.sum_all()
 }
 
 /// Examples whose arg-max logit is not their label.
 pub fn count_errors(logits: &Tensor, labels: &Tensor) -> Result<usize> {
-    let predicted = logits.detach().argmax(D::Minus1)?;
-    let correct = predicted
-        .eq(&labels.to_dtype(predicted.dtype())?)?
-        .to_dtype(candle_core::DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as usize;
-    Ok(labels.elem_count() - correct)
+    Ok(error_count(logits, labels)?.to_scalar::<u32>()? as usize)
 }
 
 /// Images per second of repeated training steps: median, min and max over the timed steps.
@@ -99,6 +135,28 @@ pub fn time_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_read_in_one_go() {
+        let dev = candle_core::Device::Cpu;
+        // Rows 0 and 2 are predicted right, row 1 wrong (its label is 0, its largest logit 1).
+        let logits = Tensor::new(&[[2f32, 1.0], [0.5, 3.0], [0.0, -1.0]], &dev).unwrap();
+        let labels = Tensor::new(&[0u32, 0, 0], &dev).unwrap();
+        let errors = error_count(&logits, &labels).unwrap();
+        assert_eq!(errors.to_scalar::<u32>().unwrap(), 1);
+        assert_eq!(count_errors(&logits, &labels).unwrap(), 1);
+        let outcome = |loss: f32, errors: u32| StepOutcome {
+            loss: Tensor::new(loss, &dev).unwrap(),
+            errors: Tensor::new(errors, &dev).unwrap(),
+        };
+        let steps = [outcome(2.5, 7), outcome(f32::NAN, 0), outcome(0.125, 128)];
+        let read = read_outcomes(&steps).unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!((read[0], read[2]), ((2.5, 7), (0.125, 128)));
+        assert!(read[1].0.is_nan());
+        assert_eq!(steps[2].read().unwrap(), (0.125, 128));
+        assert!(read_outcomes(&[]).unwrap().is_empty());
+    }
 
     #[test]
     fn throughput_statistics() {

@@ -57,6 +57,8 @@ pub struct Options {
     /// A local CIFAR-10 copy; `None`: the Hugging Face hub.
     pub data: Option<PathBuf>,
     pub kernels: nets::Kernels,
+    /// Deterministic cuDNN algorithms on CUDA (`RunSpec::deterministic`).
+    pub deterministic: bool,
 }
 
 /// The runs of `config` under `profile` with `options`, their status read from `store`.
@@ -94,6 +96,7 @@ pub fn plan(
                 spec.seed = seed;
                 spec.device = options.device;
                 spec.kernels = options.kernels;
+                spec.deterministic = options.deterministic;
                 if let Some(batch) = profile.batch_size {
                     spec.batch_size = batch;
                 }

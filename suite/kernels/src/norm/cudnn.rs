@@ -4,100 +4,33 @@
 //!
 //! Stock candle builds batch norm from a dozen primitive ops, each a kernel launch and a buffer;
 //! on a GPU, where a CIFAR net's small maps make every launch count, two calls per layer replace
-//! them. cudarc's safe cuDNN wrapper has no batch norm, so this module holds its own handle and
-//! descriptors, each freed when dropped.
+//! them. cudarc's safe cuDNN wrapper has no batch norm, so this module holds its own descriptors,
+//! each freed when dropped, and uses the crate's raw handle ([`crate::cuda::handle`]).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::c_void;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::cudnn::result;
-use candle_core::cuda_backend::cudarc::cudnn::sys::{
-    self, cudnnBatchNormMode_t, cudnnDataType_t, cudnnHandle_t, cudnnTensorDescriptor_t,
-    cudnnTensorFormat_t,
-};
+use candle_core::cuda_backend::cudarc::cudnn::sys::{self, cudnnBatchNormMode_t};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
-use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail,
 };
 
 use super::channel_layout;
-use crate::cuda::{c_ints, output, tensor, view};
+use crate::cuda::{TensorDesc, handle, output, tensor, view};
 
 const OP: &str = "cudnn batch norm";
 
 const MODE: cudnnBatchNormMode_t = cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 
-/// A cuDNN handle bound to one device's stream (the one candle queues its work on).
-struct Handle(cudnnHandle_t);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // SAFETY: the handle was created by `handle` and is destroyed once, here.
-        let _ = unsafe { result::destroy_handle(self.0) };
-    }
-}
-
-thread_local! {
-    // cuDNN handles are neither `Send` nor `Sync`: one per thread and device.
-    static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
-}
-
-fn handle(device: &CudaDevice) -> Result<Rc<Handle>> {
-    HANDLES.with(|handles| {
-        if let Some(handle) = handles.borrow().get(&device.id()) {
-            return Ok(handle.clone());
-        }
-        let stream = device.cuda_stream();
-        stream.context().bind_to_thread()?;
-        let handle = Handle(result::create_handle()?);
-        // SAFETY: both the handle and the stream are live; the stream outlives the handle, as the
-        // device holds it for the whole process.
-        unsafe { result::set_stream(handle.0, stream.cu_stream() as sys::cudaStream_t)? };
-        let handle = Rc::new(handle);
-        handles.borrow_mut().insert(device.id(), handle.clone());
-        Ok(handle)
-    })
-}
-
-/// A 4-D f32 NCHW tensor descriptor.
-struct Descriptor(cudnnTensorDescriptor_t);
-
-impl Descriptor {
-    fn new(dims: [usize; 4]) -> Result<Self> {
-        let ints = c_ints(OP, dims)?;
-        let descriptor = Self(result::create_tensor_descriptor()?);
-        // SAFETY: the descriptor was just created and is freed only on drop.
-        unsafe {
-            result::set_tensor4d_descriptor(
-                descriptor.0,
-                cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                cudnnDataType_t::CUDNN_DATA_FLOAT,
-                ints,
-            )?
-        };
-        Ok(descriptor)
-    }
-}
-
-impl Drop for Descriptor {
-    fn drop(&mut self) {
-        // SAFETY: created in `new`, destroyed once, here.
-        let _ = unsafe { result::destroy_tensor_descriptor(self.0) };
-    }
-}
-
 /// The descriptors of one batch norm: the activations as (N, C, H*W, 1), and the per-channel
 /// parameters and statistics as (1, C, 1, 1).
-fn descriptors(dims: &[usize]) -> Result<(Descriptor, Descriptor)> {
+fn descriptors(dims: &[usize]) -> Result<(TensorDesc, TensorDesc)> {
     let (n, c, hw) = channel_layout(dims)?;
     Ok((
-        Descriptor::new([n, c, hw, 1])?,
-        Descriptor::new([1, c, 1, 1])?,
+        TensorDesc::new(OP, [n, c, hw, 1])?,
+        TensorDesc::new(OP, [1, c, 1, 1])?,
     ))
 }
 

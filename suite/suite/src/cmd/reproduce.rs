@@ -11,6 +11,7 @@ use experiments::Verdict;
 use experiments::registry::{self, Context};
 use experiments::sweep::{self, config::SweepConfig, execute::SweepObserver, plan};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use trainer::metrics::Row;
 use trainer::{CifarProtocol, DeviceName, Observer, RunSpec, Summary};
 
 use super::Format;
@@ -54,6 +55,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: DeviceName,
+    /// On CUDA, deterministic cuDNN algorithms instead of the fastest: a killed and resumed run
+    /// then equals an uninterrupted one bit for bit (no effect on the CPU, always deterministic)
+    #[arg(long)]
+    deterministic: bool,
     /// Runs trained at once (CPU jobs split the cores between them)
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -190,6 +195,7 @@ fn sweep_one(
         models: args.models.clone(),
         data: global.data_path("cifar10").map(Path::to_path_buf),
         kernels: nets::Kernels::Fast,
+        deterministic: args.deterministic,
     };
     let store = sweep::store_dir(results);
     let mut runs = plan::plan(config, profile, &protocol, &options, &store)?;
@@ -432,12 +438,14 @@ impl Observer for RunProgress {
         self.bar.set_position(from);
         self.bar.reset_eta();
     }
-    fn step(&mut self, iteration: u64, loss: f32) {
+    fn step(&mut self, iteration: u64) {
         self.bar.set_position(iteration);
-        self.bar.set_message(format!("loss {loss:.3}"));
     }
     fn evaluating(&mut self, _iteration: u64) {
         self.bar.set_message("evaluating");
+    }
+    fn row(&mut self, row: &Row) {
+        self.bar.set_message(format!("loss {:.3}", row.train_loss));
     }
 }
 

@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// fast (the kernels crate's ops) or stock (candle's own)
     #[arg(long, default_value = "fast")]
     kernels: Kernels,
+    /// On CUDA, deterministic cuDNN algorithms instead of the fastest: a killed and resumed run
+    /// then equals an uninterrupted one bit for bit (no effect on the CPU, always deterministic)
+    #[arg(long)]
+    deterministic: bool,
     /// Train on 45k images and evaluate on the held-out 5k (how the paper chose its schedule)
     #[arg(long)]
     holdout: bool,
@@ -77,7 +81,8 @@ Examples:
   suite run --spec results/train/resnet20-seed0-1a2b3c4d/spec.json --out /tmp/rerun
 
 A spec is TOML or JSON with the fields of spec.json in any run directory: model, data, batch_size,
-iterations, schedule, optimizer, seed, device, kernels, log_every, eval_every, checkpoint_every.
+iterations, schedule, optimizer, seed, device, kernels, deterministic, log_every, eval_every,
+checkpoint_every.
 `--data cifar10=PATH` replaces the spec's data.path.";
 
 /// Execute one run described by a spec file; rerunning resumes it or reports it done.
@@ -107,6 +112,7 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
     spec.seed = args.seed;
     spec.device = args.device;
     spec.kernels = args.kernels;
+    spec.deterministic = args.deterministic;
     spec.log_every = args.log_every;
     spec.eval_every = args.eval_every;
     spec.checkpoint_every = args.checkpoint_every;
@@ -195,9 +201,8 @@ impl Observer for Progress {
         self.bar.set_message(spec.model.clone());
     }
 
-    fn step(&mut self, iteration: u64, loss: f32) {
+    fn step(&mut self, iteration: u64) {
         self.bar.set_position(iteration);
-        self.bar.set_message(format!("loss {loss:.3}"));
     }
 
     fn evaluating(&mut self, _iteration: u64) {
@@ -205,6 +210,7 @@ impl Observer for Progress {
     }
 
     fn row(&mut self, row: &Row) {
+        self.bar.set_message(format!("loss {:.3}", row.train_loss));
         if self.quiet {
             return;
         }
