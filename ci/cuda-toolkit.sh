@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source this file (`source ci/cuda-toolkit.sh`) to put a CUDA compiler on PATH for building the
 # `cuda` feature on a machine without a CUDA toolkit, such as a CPU-only CI runner: candle's CUDA
 # kernels compile to PTX with nvcc, which needs no GPU. NVIDIA publishes nvcc, its headers and
