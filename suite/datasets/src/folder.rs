@@ -41,6 +41,12 @@ pub const PCA_EIGVEC: [[f32; 3]; 3] = [
 /// Standard deviation of the PCA weights (AlexNet: 0.1).
 pub const PCA_STD: f32 = 0.1;
 
+/// Whether `path` names an image the folders read (by its extension, in any case).
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+}
+
 /// The samples of an image folder.
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
@@ -71,11 +77,7 @@ impl ImageFolder {
                     source,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|e| {
-                        EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
-                    })
-                })
+                .filter(|p| is_image(p))
                 .collect();
             files.sort();
             samples.extend(files.into_iter().map(|f| (f, label)));
@@ -117,9 +119,13 @@ pub fn decode(path: &Path) -> Result<RgbImage, Error> {
         .to_rgb8())
 }
 
-/// Resizes so that the shorter side is `short` (the longer one as torchvision: truncated).
+/// Resizes so that the shorter side is `short` (the longer one as torchvision: truncated). An
+/// image whose shorter side is already `short` is returned as it is, as torchvision does.
 pub fn resize_shorter(img: &RgbImage, short: u32) -> RgbImage {
     let (w, h) = img.dimensions();
+    if w.min(h) == short {
+        return img.clone();
+    }
     let (nw, nh) = if w <= h {
         (short, (short as u64 * h as u64 / w as u64) as u32)
     } else {
@@ -138,6 +144,18 @@ fn to_chw(img: &RgbImage, flip: bool, offset: [f32; 3], out: &mut [f32]) {
             let v = p[c] as f32 / 255.0 + offset[c];
             out[c * plane + y as usize * w + x] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
+    }
+}
+
+/// Where a centred `size` crop of a side of `len` starts: torchvision's `round((len - size) / 2)`,
+/// which rounds half to even (so 17.5 gives 18 and 16.5 gives 16).
+pub fn center_offset(len: u32, size: u32) -> u32 {
+    let d = len - size;
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
     }
 }
 
@@ -236,7 +254,12 @@ fn center_crop_into(img: &RgbImage, resize: u32, size: u32, out: &mut [f32]) {
     let resized = resize_shorter(img, resize);
     let (w, h) = resized.dimensions();
     to_chw(
-        &crop(&resized, (w - size) / 2, (h - size) / 2, size),
+        &crop(
+            &resized,
+            center_offset(w, size),
+            center_offset(h, size),
+            size,
+        ),
         false,
         [0.0; 3],
         out,
@@ -253,8 +276,9 @@ pub fn center_view(img: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// The standard 10-crop test views: four corners and the center of the image resized to `resize`,
-/// then the same of its mirror; each (3, crop, crop).
+/// The standard 10-crop test views, in torchvision's `TenCrop` order: the top-left, top-right,
+/// bottom-left, bottom-right and center crops of the image resized to `resize`, then the same five
+/// of its mirror image; each (3, crop, crop).
 pub fn ten_crop(img: &RgbImage, resize: u32, size: u32) -> Vec<Vec<f32>> {
     let resized = resize_shorter(img, resize);
     let (w, h) = resized.dimensions();
@@ -263,7 +287,7 @@ pub fn ten_crop(img: &RgbImage, resize: u32, size: u32) -> Vec<Vec<f32>> {
         (w - size, 0),
         (0, h - size),
         (w - size, h - size),
-        ((w - size) / 2, (h - size) / 2),
+        (center_offset(w, size), center_offset(h, size)),
     ];
     let len = 3 * (size * size) as usize;
     let mut views = Vec::with_capacity(10);

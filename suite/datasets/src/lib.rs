@@ -20,6 +20,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod folder;
+pub mod imagenet;
 pub mod info;
 pub mod loader;
 mod seed;

@@ -169,3 +169,148 @@ fn real_imagenet_sample() {
         assert_eq!(data.len(), 3 * h * w);
     }
 }
+
+#[test]
+fn ten_crop_offsets_round_as_torchvisions_ten_crop() {
+    // 259x256: already at the 256 shorter side, so not resized. torchvision's center crop starts
+    // at round((259 - 224) / 2) = round(17.5) = 18 (half to even); the right corners at 35. The
+    // mirror's center crop starts at mirrored column 18, original column 259 - 224 - 18 = 17, and
+    // shows it right to left: its first column is original column 17 + 223 = 240.
+    let img = gradient(259, 256);
+    let views = folder::ten_crop(&img, 256, 224);
+    let red =
+        |v: &[f32], x: usize| (v[x] * folder::IMAGENET_STD[0] + folder::IMAGENET_MEAN[0]) * 255.0;
+    let green = |v: &[f32], y: usize| {
+        (v[224 * 224 + y * 224] * folder::IMAGENET_STD[1] + folder::IMAGENET_MEAN[1]) * 255.0
+    };
+    let first_columns: Vec<f32> = views.iter().map(|v| red(v, 0).round()).collect();
+    assert_eq!(
+        first_columns,
+        vec![
+            0.0,
+            35.0,
+            0.0,
+            35.0,
+            18.0,
+            258.0 - 256.0,
+            223.0,
+            2.0,
+            223.0,
+            240.0
+        ],
+        "mirrored views' first columns are original columns 258 (mod 256), 223, 258, 223, 240"
+    );
+    let first_rows: Vec<f32> = views.iter().map(|v| green(v, 0).round()).collect();
+    assert_eq!(
+        first_rows,
+        vec![0.0, 0.0, 32.0, 32.0, 16.0, 0.0, 0.0, 32.0, 32.0, 16.0]
+    );
+    assert_eq!(folder::center_offset(259, 224), 18);
+    assert_eq!(folder::center_offset(257, 224), 16, "16.5 rounds to even");
+    assert_eq!(folder::center_offset(256, 224), 16);
+}
+
+/// A flat directory of `n` images named as the Kaggle copy names them, with its solution file.
+fn write_kaggle(dir: &Path, wnids: &[&str]) {
+    let images = dir.join("ILSVRC/Data/CLS-LOC/val");
+    std::fs::create_dir_all(&images).unwrap();
+    let mut csv = String::from("ImageId,PredictionString\n");
+    for (i, wnid) in wnids.iter().enumerate() {
+        let id = format!("ILSVRC2012_val_{:08}", i + 1);
+        gradient(300, 260)
+            .save(images.join(format!("{id}.JPEG")))
+            .unwrap();
+        csv.push_str(&format!("{id},{wnid} 10 20 200 220 {wnid} 5 5 50 50 \n"));
+    }
+    std::fs::write(dir.join("LOC_val_solution.csv"), csv).unwrap();
+}
+
+#[test]
+fn validation_layouts_are_recognised_and_labelled_by_the_models_classes() {
+    use datasets::imagenet::{Layout, Validation, imagenet1k_wnids};
+    let classes = imagenet1k_wnids();
+
+    let kaggle = tempfile::tempdir().unwrap();
+    write_kaggle(kaggle.path(), &["n01443537", "n01440764", "n15075141"]);
+    let val = Validation::open(kaggle.path(), &classes).unwrap();
+    assert!(
+        matches!(val.layout, Layout::Kaggle { .. }),
+        "{:?}",
+        val.layout
+    );
+    let labels: Vec<usize> = val.samples.iter().map(|s| s.1).collect();
+    assert_eq!(labels, vec![1, 0, 999]);
+
+    // A class the model does not have is an error naming it.
+    let err = Validation::open(kaggle.path(), &classes[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("n15075141") && err.contains("2 classes"),
+        "{err}"
+    );
+
+    // An image without a row names the solution file.
+    let images = kaggle.path().join("ILSVRC/Data/CLS-LOC/val");
+    gradient(300, 260)
+        .save(images.join("ILSVRC2012_val_00000099.JPEG"))
+        .unwrap();
+    let err = Validation::open(kaggle.path(), &classes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LOC_val_solution.csv") && err.contains("ILSVRC2012_val_00000099"),
+        "{err}"
+    );
+
+    // A malformed row names the file and line.
+    let bad = tempfile::tempdir().unwrap();
+    write_kaggle(bad.path(), &["n01443537"]);
+    std::fs::write(
+        bad.path().join("LOC_val_solution.csv"),
+        "ImageId,PredictionString\nILSVRC2012_val_00000001\n",
+    )
+    .unwrap();
+    let err = Validation::open(bad.path(), &classes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2") && err.contains("LOC_val_solution.csv"),
+        "{err}"
+    );
+
+    // The official flat directory is recognised and refused with what to do instead.
+    let devkit = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(devkit.path().join("ILSVRC2012_img_val")).unwrap();
+    let err = Validation::open(devkit.path(), &classes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("meta.mat") && err.contains("valprep.sh"),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = Validation::open(empty.path(), &classes)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not an ImageNet validation set"), "{err}");
+}
+
+#[test]
+fn the_shared_sample_is_a_validation_folder_in_torchvisions_class_order() {
+    let Some(root) = testkit::shared_data("imagenet-sample") else {
+        return;
+    };
+    let classes = datasets::imagenet::imagenet1k_wnids();
+    let val = datasets::imagenet::Validation::open(&root, &classes).unwrap();
+    assert_eq!(val.len(), 1000);
+    // One image per class, in class order, each labelled with its folder's index.
+    for (i, (path, label)) in val.samples.iter().enumerate() {
+        assert_eq!(*label, i);
+        assert!(
+            path.starts_with(root.join("val").join(&classes[i])),
+            "{path:?}"
+        );
+    }
+}

@@ -93,6 +93,7 @@ pub enum Cmd {
     Report(cmd::report::Args),
     Regress(cmd::regress::Args),
     Predict(cmd::predict::Args),
+    Eval(cmd::eval::Args),
     Init(cmd::init::Args),
     Data(cmd::data::Args),
     Bench(cmd::bench::Args),

@@ -308,6 +308,103 @@ fn predict_on_real_imagenet_jpegs() {
 }
 
 #[test]
+fn eval_scores_real_imagenet_jpegs_with_every_protocol_and_writes_tables() {
+    let Some(sample) = shared_data("imagenet-sample") else {
+        return;
+    };
+    let dir = Dir::default();
+    weights(&dir, "resnet18", "r18.safetensors");
+    weights(&dir, "resnet34", "r34.safetensors");
+    let data = format!("imagenet={}", sample.display());
+    // `suite --data imagenet=SAMPLE --results res eval --model resnet18 ... EXTRA --quiet`.
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "--data",
+            &data,
+            "--results",
+            "res",
+            "eval",
+            "--model",
+            "resnet18",
+        ];
+        args.extend(["--weights", "r18.safetensors", "--quiet"]);
+        args.extend_from_slice(extra);
+        dir.suite(&args).code(0).stdout()
+    };
+    let out = eval(&[
+        "--views",
+        "center,10crop,multiscale",
+        "--limit",
+        "3",
+        "--json",
+    ]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    let views: Vec<&str> = rows.iter().map(|r| r["views"].as_str().unwrap()).collect();
+    assert_eq!(views, vec!["center", "10crop", "multiscale"]);
+    for r in rows {
+        assert_eq!(r["images"], 3);
+        let (top1, top5) = (
+            r["top1_error"].as_f64().unwrap(),
+            r["top5_error"].as_f64().unwrap(),
+        );
+        assert!((0.0..=1.0).contains(&top5) && top5 <= top1, "{r}");
+    }
+    let summary = std::fs::read_to_string(dir.join("res/eval/resnet18/summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 4, "{summary}");
+    assert!(summary.starts_with("nets,weights,views,images,top1_error,top5_error"));
+    let predictions =
+        std::fs::read_to_string(dir.join("res/eval/resnet18/predictions-10crop.csv")).unwrap();
+    let lines: Vec<&str> = predictions.lines().collect();
+    assert_eq!(lines.len(), 4, "{predictions}");
+    assert!(lines[1].contains("n01440764_tench.JPEG,0,"), "{}", lines[1]);
+    assert_eq!(lines[1].split(',').count(), 12);
+
+    // An ensemble of two nets, as a text table.
+    let text = eval(&["--ensemble", "resnet34=r34.safetensors", "--limit", "2"]);
+    assert!(
+        text.contains("| resnet18+resnet34 | center | 2 |"),
+        "{text}"
+    );
+    assert!(
+        dir.join("res/eval/resnet18+resnet34/summary.json")
+            .is_file()
+    );
+}
+
+#[test]
+fn eval_errors_say_what_is_missing_or_wrong() {
+    let dir = Dir::default();
+    weights(&dir, "resnet18", "r18.safetensors");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    // `suite [GLOBAL] eval --model resnet18 --weights r18.safetensors [EXTRA]`, which must fail.
+    let eval = |global: &[&str], extra: &[&str]| {
+        let mut args = global.to_vec();
+        args.extend([
+            "eval",
+            "--model",
+            "resnet18",
+            "--weights",
+            "r18.safetensors",
+        ]);
+        args.extend_from_slice(extra);
+        dir.suite(&args).code(2).stderr()
+    };
+    let err = eval(&[], &[]);
+    assert!(err.contains("--data imagenet=DIR"), "{err}");
+    let empty = ["--data", "imagenet=empty"];
+    let err = eval(&empty, &[]);
+    assert!(
+        err.contains("empty") && err.contains("not an ImageNet validation set"),
+        "{err}"
+    );
+    let err = eval(&empty, &["--ensemble", "resnet34"]);
+    assert!(err.contains("MODEL=WEIGHTS"), "{err}");
+    let err = eval(&[], &["--views", "5crop"]);
+    assert!(err.contains("5crop"), "{err}");
+}
+
+#[test]
 fn predict_errors_name_the_tensor_and_shapes() {
     let dir = Dir::default();
     weights(&dir, "resnet20", "w.safetensors");

@@ -1,7 +1,8 @@
 //! One training run of a paper net, end to end: momentum SGD ([`optim`]), the paper's learning-rate
 //! schedules ([`schedule`]), a serialisable run description ([`spec`]), and the loop with metrics,
 //! atomic checkpoints and exact resume ([`run`]); the benchmark harness ([`bench`]) times its
-//! training step ([`step`]). Errors are [`Error`], whose variants name the file and key at fault.
+//! training step ([`step`]); [`eval`] scores a net on ImageNet with the paper's testing protocols.
+//! Errors are [`Error`], whose variants name the file and key at fault.
 //!
 //! The crate writes plain files (JSON, CSV, safetensors) and depends on neither polars nor
 //! plotters, so a run can be shipped alone to a GPU box or a cluster node.
@@ -10,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod metrics;
 pub mod optim;
 pub mod protocol;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod init;
 pub mod list;
 pub mod predict;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Report(args) => report::run(args, &cli.global),
         Cmd::Regress(args) => regress::run(args, &cli.global),
         Cmd::Predict(args) => predict::run(args, &cli.global),
+        Cmd::Eval(args) => eval::run(args, &cli.global),
         Cmd::Bench(args) => bench::run(args, &cli.global),
         Cmd::Train(args) => train::train(args, &cli.global),
         Cmd::Run(args) => train::run(args, &cli.global),
