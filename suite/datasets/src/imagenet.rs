@@ -21,6 +21,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::Error;
 use crate::folder::{ImageFolder, is_image};
 
@@ -122,6 +124,78 @@ fn has_class_folders(dir: &Path) -> bool {
     })
 }
 
+/// Which of the training folder's classes a run trains on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Classes {
+    /// This many, spread evenly over the sorted wnids (the `i`-th of `n` is number
+    /// `i * available / n`), so a subset samples the whole hierarchy rather than its first
+    /// branches (the first hundred wnids are nearly all fish, birds and amphibians).
+    Count(usize),
+    /// These wnids.
+    Wnids(Vec<String>),
+}
+
+impl Classes {
+    /// How many classes the subset has.
+    pub fn len(&self) -> usize {
+        match self {
+            Classes::Count(n) => *n,
+            Classes::Wnids(w) => w.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chosen wnids, sorted (a net's class order), from the `available` sorted ones; the
+    /// error says what is missing or impossible.
+    pub fn choose(&self, available: &[String]) -> Result<Vec<String>, String> {
+        match self {
+            Classes::Count(n) if *n == 0 || *n > available.len() => Err(format!(
+                "{n} classes asked for, {} available",
+                available.len()
+            )),
+            Classes::Count(n) => Ok((0..*n)
+                .map(|i| available[i * available.len() / n].clone())
+                .collect()),
+            Classes::Wnids(wnids) => {
+                let mut chosen = wnids.clone();
+                chosen.sort();
+                chosen.dedup();
+                if chosen.len() != wnids.len() {
+                    return Err("a wnid is listed twice".into());
+                }
+                match chosen.iter().find(|w| available.binary_search(w).is_err()) {
+                    Some(missing) => Err(format!("class `{missing}` has no training folder")),
+                    None => Ok(chosen),
+                }
+            }
+        }
+    }
+}
+
+/// `folder` restricted to `classes` (a sorted subset of its classes), relabelled by position in
+/// `classes`.
+pub fn restrict(folder: ImageFolder, classes: &[String]) -> ImageFolder {
+    let index: HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let samples = folder
+        .samples
+        .into_iter()
+        .filter_map(|(path, label)| Some((path, *index.get(folder.classes[label].as_str())?)))
+        .collect();
+    ImageFolder {
+        root: folder.root,
+        classes: classes.to_vec(),
+        samples,
+    }
+}
+
 /// Validation images with the model's class index of each.
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -134,8 +208,30 @@ pub struct Validation {
 
 impl Validation {
     /// The validation images under `dir`, labelled by `classes` (the model's wnids in index
-    /// order).
+    /// order); an image of another class is an error.
     pub fn open(dir: &Path, classes: &[String]) -> Result<Self, Error> {
+        Self::read(dir, classes, false)
+    }
+
+    /// The validation images under `dir` of `classes` only (a net trained on a subset).
+    pub fn open_only(dir: &Path, classes: &[String]) -> Result<Self, Error> {
+        Self::read(dir, classes, true)
+    }
+
+    /// As an image folder (the loader's dataset).
+    pub fn into_folder(self) -> ImageFolder {
+        let root = match self.layout {
+            Layout::Folder { root } => root,
+            Layout::Kaggle { images, .. } => images,
+        };
+        ImageFolder {
+            root,
+            classes: self.classes,
+            samples: self.samples,
+        }
+    }
+
+    fn read(dir: &Path, classes: &[String], only: bool) -> Result<Self, Error> {
         let layout = Layout::detect(dir)?;
         let index: HashMap<&str, usize> = classes
             .iter()
@@ -158,10 +254,11 @@ impl Validation {
                 let folder = ImageFolder::open(root)?;
                 for (path, label) in folder.samples {
                     let wnid = &folder.classes[label];
-                    let class = *index
-                        .get(wnid.as_str())
-                        .ok_or_else(|| unknown(&root.join(wnid), wnid))?;
-                    samples.push((path, class));
+                    match index.get(wnid.as_str()) {
+                        Some(&class) => samples.push((path, class)),
+                        None if only => {}
+                        None => return Err(unknown(&root.join(wnid), wnid)),
+                    }
                 }
             }
             Layout::Kaggle { images, solution } => {
@@ -184,10 +281,11 @@ impl Validation {
                         path: solution.clone(),
                         msg: format!("has no row for image `{id}` ({})", path.display()),
                     })?;
-                    let class = *index
-                        .get(wnid.as_str())
-                        .ok_or_else(|| unknown(solution, wnid))?;
-                    samples.push((path, class));
+                    match index.get(wnid.as_str()) {
+                        Some(&class) => samples.push((path, class)),
+                        None if only => {}
+                        None => return Err(unknown(solution, wnid)),
+                    }
                 }
             }
         }
@@ -211,6 +309,65 @@ impl Validation {
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
+}
+
+/// Writes a small ImageNet-style dataset of real JPEGs under `dir`: `train/<wnid>/` and
+/// `val/<wnid>/` for `classes` wnids spread over [`IMAGENET1K_CLASSES`], `per_class` training and
+/// `val_per_class` validation images each. Sizes vary (64 to 191 pixels a side, either
+/// orientation) so that every transform resizes and crops; each class has its own colour and
+/// stripe direction, with noise, so a net can learn them. For tests and the ImageNet experiments'
+/// smoke profile; the same `seed` writes the same files.
+pub fn write_synthetic(
+    dir: &Path,
+    classes: usize,
+    (per_class, val_per_class): (usize, usize),
+    seed: u64,
+) -> Result<Vec<String>, Error> {
+    use rand::{Rng, SeedableRng};
+    let all = imagenet1k_wnids();
+    let wnids = Classes::Count(classes)
+        .choose(&all)
+        .map_err(|msg| Error::Source {
+            path: dir.to_path_buf(),
+            msg,
+        })?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for (c, wnid) in wnids.iter().enumerate() {
+        let hue = c as f32 / classes as f32;
+        let base = [0.0, 1.0 / 3.0, 2.0 / 3.0]
+            .map(|shift: f32| 127.0 + 100.0 * (std::f32::consts::TAU * (hue + shift)).cos());
+        let vertical = c % 2 == 0;
+        for (part, count) in [("train", per_class), ("val", val_per_class)] {
+            let folder = dir.join(part).join(wnid);
+            std::fs::create_dir_all(&folder).map_err(|source| Error::Io {
+                path: folder.clone(),
+                source,
+            })?;
+            for i in 0..count {
+                let (w, h) = (rng.random_range(64..192), rng.random_range(64..192));
+                let period = rng.random_range(6..14);
+                let mut img = image::RgbImage::new(w, h);
+                for (x, y, p) in img.enumerate_pixels_mut() {
+                    let along = if vertical { x } else { y };
+                    let stripe = if (along / period) % 2 == 0 {
+                        40.0
+                    } else {
+                        -40.0
+                    };
+                    for (k, v) in p.0.iter_mut().enumerate() {
+                        let noise: f32 = rng.random_range(-25.0..25.0);
+                        *v = (base[k] + stripe + noise).clamp(0.0, 255.0) as u8;
+                    }
+                }
+                let path = folder.join(format!("{wnid}_{i:04}.JPEG"));
+                img.save(&path).map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    msg: format!("cannot write the JPEG: {e}"),
+                })?;
+            }
+        }
+    }
+    Ok(wnids)
 }
 
 /// `LOC_val_solution.csv`: `ImageId,PredictionString` with the wnid first in the prediction
@@ -259,6 +416,52 @@ fn read_kaggle_solution(path: &Path) -> Result<HashMap<String, String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_subsets_spread_over_the_list_or_name_their_wnids() {
+        let available: Vec<String> = (0..10).map(|i| format!("n{i:08}")).collect();
+        let four = Classes::Count(4).choose(&available).unwrap();
+        assert_eq!(four, ["n00000000", "n00000002", "n00000005", "n00000007"]);
+        assert_eq!(Classes::Count(10).choose(&available).unwrap(), available);
+        assert!(
+            Classes::Count(11)
+                .choose(&available)
+                .unwrap_err()
+                .contains("11")
+        );
+        let named = Classes::Wnids(vec!["n00000003".into(), "n00000001".into()]);
+        assert_eq!(
+            named.choose(&available).unwrap(),
+            ["n00000001", "n00000003"]
+        );
+        let missing = Classes::Wnids(vec!["n00000042".into()]);
+        assert!(
+            missing
+                .choose(&available)
+                .unwrap_err()
+                .contains("n00000042")
+        );
+
+        let folder = ImageFolder {
+            root: PathBuf::from("train"),
+            classes: available.clone(),
+            samples: (0..10)
+                .map(|i| (PathBuf::from(format!("{i}.jpg")), i))
+                .collect(),
+        };
+        let kept = restrict(folder, &four);
+        assert_eq!(kept.classes, four);
+        let labels: Vec<(String, usize)> = kept
+            .samples
+            .iter()
+            .map(|(p, l)| (p.display().to_string(), *l))
+            .collect();
+        assert_eq!(
+            labels,
+            [("0.jpg", 0), ("2.jpg", 1), ("5.jpg", 2), ("7.jpg", 3)]
+                .map(|(p, l)| (p.to_string(), l))
+        );
+    }
 
     #[test]
     fn the_imagenet1k_list_is_sorted_and_complete() {

@@ -1,4 +1,5 @@
-//! The paper's 45k/5k train/validation split (§4.2), seeded and stratified by class.
+//! The paper's 45k/5k train/validation split (§4.2), seeded and stratified by class; also how
+//! class-balanced subsets are drawn.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -7,13 +8,18 @@ use rand_chacha::ChaCha8Rng;
 /// Indices of the training and the validation part of a split with `labels`, each sorted.
 /// Every class gives the validation part its share of `val_size` (rounded), so the validation part
 /// has the class balance of the whole.
-pub fn stratified(labels: &[u8], val_size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified<L: Copy + Into<usize>>(
+    labels: &[L],
+    val_size: usize,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let n = labels.len();
-    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let labels: Vec<usize> = labels.iter().map(|&l| l.into()).collect();
+    let classes = labels.iter().map(|&l| l + 1).max().unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut train, mut val) = (Vec::with_capacity(n), Vec::with_capacity(val_size));
     for class in 0..classes {
-        let mut members: Vec<usize> = (0..n).filter(|&i| labels[i] as usize == class).collect();
+        let mut members: Vec<usize> = (0..n).filter(|&i| labels[i] == class).collect();
         members.shuffle(&mut rng);
         let take = ((members.len() * val_size) as f64 / n as f64).round() as usize;
         val.extend_from_slice(&members[..take]);

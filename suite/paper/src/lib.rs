@@ -42,6 +42,37 @@ pub struct Paper {
     pub table1: Table1,
     pub table6: Table6,
     pub cifar10: Cifar10,
+    pub imagenet: ImageNet,
+}
+
+/// `[imagenet]`: the ImageNet experiments' setup (§3.4).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageNet {
+    pub training: ImageNetTraining,
+    pub testing: ImageNetTesting,
+}
+
+/// `[imagenet.training]`: the ImageNet training protocol as the paper states it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageNetTraining {
+    pub batch_size: usize,
+    pub lr_initial: f64,
+    /// In the paper's words: "divide by 10 when the error plateaus".
+    pub lr_schedule: String,
+    pub lr_divisor: f64,
+    pub max_iterations: u64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    /// The range the shorter side is resized to, e.g. [256, 480].
+    pub scale_augmentation_shorter_side: [u32; 2],
+    pub crop_size: u32,
+    pub horizontal_flip: bool,
+}
+
+/// `[imagenet.testing]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageNetTesting {
+    pub multiscale_shorter_sides: Vec<u32>,
 }
 
 /// `[cifar10]`: the CIFAR-10 experiments' setup (§4.2).

@@ -245,3 +245,98 @@ fn a_second_process_on_a_live_run_directory_is_refused_and_a_killed_ones_lock_is
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[test]
+fn an_imagenet_subset_trains_and_its_weights_are_scored_by_eval() {
+    let dir = Dir::default();
+    let wnids = datasets::imagenet::write_synthetic(&dir.join("imagenet"), 5, (4, 2), 3).unwrap();
+    let data = format!("imagenet={}", dir.join("imagenet").display());
+    let out = dir
+        .suite(&[
+            "--data",
+            &data,
+            "train",
+            "--model",
+            "resnet18",
+            "--classes",
+            "3",
+            "--resolution",
+            "32",
+            "--iterations",
+            "4",
+            "--batch",
+            "4",
+            "--log-every",
+            "2",
+            "--eval-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--schedule",
+            "steps",
+            "--step-every",
+            "2",
+            "--out",
+            "run",
+            "--quiet",
+        ])
+        .code(0)
+        .stdout();
+    assert!(
+        out.contains("finished: 4 iterations") && out.contains("on 6 images"),
+        "{out}"
+    );
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/spec.json")).unwrap()).unwrap();
+    assert_eq!(spec["data"]["dataset"], "imagenet");
+    assert_eq!(spec["data"]["classes"], 3);
+    assert_eq!(spec["schedule"]["milestones"], serde_json::json!([2]));
+
+    // The 3-class weights are scored on the 3 classes training chose (every 5/3-th of the five).
+    let scored = dir
+        .suite(&[
+            "--data",
+            &data,
+            "--results",
+            "res",
+            "eval",
+            "--model",
+            "resnet18",
+            "--weights",
+            "run/weights.safetensors",
+            "--json",
+            "--quiet",
+        ])
+        .code(0)
+        .stdout();
+    let rows: Value = serde_json::from_str(&scored).unwrap();
+    assert_eq!(rows[0]["images"], 6, "{rows}");
+    let predictions =
+        std::fs::read_to_string(dir.join("res/eval/resnet18/predictions-center.csv")).unwrap();
+    for (wnid, label) in [(&wnids[0], 0), (&wnids[1], 1), (&wnids[3], 2)] {
+        assert!(
+            predictions.contains(&format!("{wnid}_0000.JPEG,{label},")),
+            "{wnid}: {predictions}"
+        );
+    }
+
+    // ImageNet nets need ImageNet; CIFAR options do not apply to them.
+    let err = dir
+        .suite(&["train", "--model", "resnet18", "--iterations", "4"])
+        .code(2)
+        .stderr();
+    assert!(err.contains("--data imagenet=DIR"), "{err}");
+    let err = dir
+        .suite(&[
+            "train",
+            "--model",
+            "resnet20",
+            "--iterations",
+            "4",
+            "--classes",
+            "3",
+        ])
+        .code(2)
+        .stderr();
+    assert!(err.contains("--classes"), "{err}");
+}

@@ -4,10 +4,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use datasets::{CifarDataset, Loader, LoaderConfig, Normalize, cifar, split};
+use datasets::imagenet::{self, Validation};
+use datasets::{
+    CifarDataset, Dataset, FolderDataset, ImageFolder, Loader, LoaderConfig, Normalize, Transform,
+    cifar, split,
+};
+use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::spec::RunSpec;
+use crate::spec::{IMAGENET, RunSpec};
 
 /// Images per evaluation batch: large enough to keep the kernels busy, small enough for any device.
 pub const EVAL_BATCH: usize = 500;
@@ -32,7 +37,12 @@ fn subset(part: cifar::Split, size: Option<usize>, seed: u64) -> cifar::Split {
     }
 }
 
+/// The loaders of `spec`'s dataset; `cache_dir` holds decoded CIFAR-10 (ImageNet is decoded as
+/// it streams).
 pub fn load(spec: &RunSpec, cache_dir: Option<&Path>, device: &Device) -> Result<RunData, Error> {
+    if spec.data.dataset == IMAGENET {
+        return load_imagenet(spec, device);
+    }
     let source = match &spec.data.path {
         Some(path) => cifar::Source::local(path)?,
         None => cifar::Source::default(),
@@ -49,9 +59,20 @@ pub fn load(spec: &RunSpec, cache_dir: Option<&Path>, device: &Device) -> Result
     let train = subset(train, spec.data.train_subset, spec.seed);
     let eval = subset(eval, spec.data.eval_subset, spec.seed);
     let normalize = Normalize::pixel_mean(&train);
-    let (train_len, eval_len) = (train.len(), eval.len());
     let train_set = Arc::new(CifarDataset::new(train, normalize.clone(), true));
     let eval_set = Arc::new(CifarDataset::new(eval, normalize, false));
+    loaders(spec, train_set, eval_set, device, data.checksum)
+}
+
+/// The training and evaluation loaders over two datasets, as every run uses them.
+fn loaders(
+    spec: &RunSpec,
+    train_set: Arc<dyn Dataset>,
+    eval_set: Arc<dyn Dataset>,
+    device: &Device,
+    checksum: String,
+) -> Result<RunData, Error> {
+    let (train_len, eval_len) = (train_set.len(), eval_set.len());
     let train = Loader::new(
         train_set,
         LoaderConfig {
@@ -83,6 +104,116 @@ pub fn load(spec: &RunSpec, cache_dir: Option<&Path>, device: &Device) -> Result
         eval,
         train_len,
         eval_len,
-        checksum: data.checksum,
+        checksum,
     })
+}
+
+/// A class-balanced subset of `size` of `folder`'s images (all of them when `size` is `None` or
+/// larger).
+fn folder_subset(folder: ImageFolder, size: Option<usize>, seed: u64) -> ImageFolder {
+    match size {
+        Some(n) if n < folder.len() => {
+            let labels: Vec<usize> = folder.samples.iter().map(|s| s.1).collect();
+            let (_, chosen) = split::stratified(&labels, n, seed);
+            ImageFolder {
+                samples: chosen.iter().map(|&i| folder.samples[i].clone()).collect(),
+                ..folder
+            }
+        }
+        _ => folder,
+    }
+}
+
+/// `base` scaled from the paper's 224 crop to `crop`, rounded.
+fn scaled(base: u32, crop: u32) -> u32 {
+    ((base as u64 * crop as u64 + 112) / 224) as u32
+}
+
+/// ImageNet from `DIR/train/<wnid>/` and the validation images under `DIR`: the paper's
+/// augmentation (scale, crop, flip, colour) for training, the center crop for evaluation, both at
+/// the spec's resolution.
+fn load_imagenet(spec: &RunSpec, device: &Device) -> Result<RunData, Error> {
+    let root = spec
+        .data
+        .path
+        .as_deref()
+        .ok_or_else(|| Error::invalid("data.path", "ImageNet needs a local copy"))?;
+    let train_root = root.join("train");
+    if !train_root.is_dir() {
+        return Err(datasets::Error::Source {
+            path: root.to_path_buf(),
+            msg: "has no train/ folder: expected train/<wnid>/<image> beside the validation images"
+                .into(),
+        }
+        .into());
+    }
+    let train = ImageFolder::open(&train_root)?;
+    let classes = match &spec.data.classes {
+        None => train.classes.clone(),
+        Some(subset) => subset
+            .choose(&train.classes)
+            .map_err(|msg| Error::invalid("data.classes", msg))?,
+    };
+    let train = folder_subset(
+        imagenet::restrict(train, &classes),
+        spec.data.train_subset,
+        spec.seed,
+    );
+    let eval = folder_subset(
+        Validation::open_only(root, &classes)?.into_folder(),
+        spec.data.eval_subset,
+        spec.seed,
+    );
+    if eval.is_empty() {
+        return Err(datasets::Error::Source {
+            path: root.to_path_buf(),
+            msg: "holds no validation images of the classes the run trains on".into(),
+        }
+        .into());
+    }
+    let checksum = listing_checksum(root, &train, &eval)?;
+    let (low, high) = match Transform::TRAIN {
+        Transform::Train { scale, .. } => scale,
+        Transform::CenterCrop { .. } => unreachable!("TRAIN is a training transform"),
+    };
+    let crop = spec.data.resolution.unwrap_or(Transform::TRAIN.crop_size());
+    let train_set = Arc::new(FolderDataset {
+        folder: train,
+        transform: Transform::Train {
+            scale: (scaled(low, crop), scaled(high, crop)),
+            crop,
+            pca: true,
+        },
+    });
+    let resize = match Transform::CENTER {
+        Transform::CenterCrop { resize, .. } => resize,
+        Transform::Train { .. } => unreachable!("CENTER is an evaluation transform"),
+    };
+    let eval_set = Arc::new(FolderDataset {
+        folder: eval,
+        transform: Transform::CenterCrop {
+            resize: scaled(resize, crop),
+            crop,
+        },
+    });
+    loaders(spec, train_set, eval_set, device, checksum)
+}
+
+/// SHA-256 of the file list the run reads (each path relative to `root`, its size and label):
+/// hashing 150 GB of images per run start would cost more than the run's first hour.
+fn listing_checksum(root: &Path, train: &ImageFolder, eval: &ImageFolder) -> Result<String, Error> {
+    let mut hash = Sha256::new();
+    for (part, folder) in [("train", train), ("eval", eval)] {
+        for (path, label) in &folder.samples {
+            let size = std::fs::metadata(path)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            hash.update(format!("{part} {} {size} {label}\n", rel.display()).as_bytes());
+        }
+    }
+    Ok(format!("{:x}", hash.finalize()))
 }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use datasets::imagenet::Classes;
 use nets::Kernels;
 
 use crate::Error;
 use crate::device::DeviceName;
 use crate::optim::SgdConfig;
-use crate::protocol::CifarProtocol;
+use crate::protocol::{CifarProtocol, ImageNetProtocol};
 use crate::schedule::Schedule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,9 +72,11 @@ fn default_checkpoint_every() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    /// `cifar10`.
+    /// `cifar10` or `imagenet`.
     pub dataset: String,
-    /// A local copy (parquet or binary version); `None`: the Hugging Face hub.
+    /// CIFAR-10: a local copy (parquet or binary version); `None`: the Hugging Face hub.
+    /// ImageNet (required): a directory with `train/<wnid>/<image>` and the validation images in
+    /// one of the layouts `datasets::imagenet::Layout` reads.
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Train on the paper's 45k part and evaluate on the held-out 5k of the training set (how the
@@ -89,9 +92,65 @@ pub struct DataSpec {
     /// Background threads preparing batches; `None`: one per core.
     #[serde(default)]
     pub loader_threads: Option<usize>,
+    /// ImageNet: train and evaluate on these classes only (a count spread over the sorted wnids,
+    /// or a list of wnids); the net gets one output per class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Classes>,
+    /// ImageNet: the side of the training crop (the paper's 224). The shorter-side range of the
+    /// scale augmentation ([256, 480]) and the evaluation resize (256) scale with it, so a smaller
+    /// resolution keeps the paper's ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<u32>,
+}
+
+/// The datasets a run can train on.
+pub const CIFAR10: &str = "cifar10";
+pub const IMAGENET: &str = "imagenet";
+
+impl DataSpec {
+    /// All of `dataset` at `path`, with the defaults of every other option.
+    pub fn new(dataset: &str, path: Option<PathBuf>) -> Self {
+        Self {
+            dataset: dataset.into(),
+            path,
+            holdout: false,
+            train_subset: None,
+            eval_subset: None,
+            loader_threads: None,
+            classes: None,
+            resolution: None,
+        }
+    }
 }
 
 impl RunSpec {
+    /// `model` trained on `data` for `iterations` steps of `batch_size` with `schedule` and
+    /// `optimizer`; seed 0 on the CPU's fast kernels, metrics, evaluations and checkpoints at the
+    /// default intervals.
+    fn new(
+        model: &str,
+        data: DataSpec,
+        (batch_size, iterations): (usize, u64),
+        schedule: Schedule,
+        optimizer: SgdConfig,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            data,
+            batch_size,
+            iterations,
+            schedule,
+            optimizer,
+            seed: 0,
+            device: DeviceName::Cpu,
+            kernels: Kernels::Fast,
+            deterministic: false,
+            log_every: default_log_every(),
+            eval_every: default_eval_every(),
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+
     /// The paper's CIFAR-10 protocol for `model` over `iterations`, the schedule's milestones scaled
     /// to them (the paper's own at its 64,000), with the warm-up for the 110- and 1202-layer nets.
     pub fn cifar(
@@ -107,28 +166,31 @@ impl RunSpec {
         {
             schedule = protocol.with_warmup(schedule);
         }
-        Self {
-            model: model.into(),
-            data: DataSpec {
-                dataset: "cifar10".into(),
-                path: data_path,
-                holdout: false,
-                train_subset: None,
-                eval_subset: None,
-                loader_threads: None,
-            },
-            batch_size: protocol.batch_size,
-            iterations,
+        Self::new(
+            model,
+            DataSpec::new(CIFAR10, data_path),
+            (protocol.batch_size, iterations),
             schedule,
-            optimizer: protocol.optimizer,
-            seed: 0,
-            device: DeviceName::Cpu,
-            kernels: Kernels::Fast,
-            deterministic: false,
-            log_every: default_log_every(),
-            eval_every: default_eval_every(),
-            checkpoint_every: default_checkpoint_every(),
-        }
+            protocol.optimizer,
+        )
+    }
+
+    /// The paper's ImageNet protocol for `model` over `iterations` with `schedule` (the plateau
+    /// rule or fixed steps, see [`ImageNetProtocol`]), on the ImageNet copy at `data_path`.
+    pub fn imagenet(
+        protocol: &ImageNetProtocol,
+        model: &str,
+        iterations: u64,
+        schedule: Schedule,
+        data_path: PathBuf,
+    ) -> Self {
+        Self::new(
+            model,
+            DataSpec::new(IMAGENET, Some(data_path)),
+            (protocol.batch_size, iterations),
+            schedule,
+            protocol.optimizer,
+        )
     }
 
     /// Reads a spec from TOML (`.toml`) or JSON (anything else); errors name the file and the key.
@@ -153,15 +215,68 @@ impl RunSpec {
 
     /// Checks what serde cannot: names that must parse, and intervals that must line up.
     pub fn validate(&self) -> Result<(), Error> {
-        self.model_spec()?;
-        if self.data.dataset != "cifar10" {
-            return Err(Error::invalid(
-                "data.dataset",
-                format!(
-                    "`{}` is not a dataset the trainer runs (expected `cifar10`)",
-                    self.data.dataset
-                ),
-            ));
+        let model = self.model_spec()?;
+        match self.data.dataset.as_str() {
+            CIFAR10 => {
+                if !model.is_cifar() {
+                    return Err(Error::invalid(
+                        "model",
+                        format!("`{model}` is an ImageNet net; CIFAR-10 trains the CIFAR family"),
+                    ));
+                }
+                for (key, set) in [
+                    ("data.classes", self.data.classes.is_some()),
+                    ("data.resolution", self.data.resolution.is_some()),
+                ] {
+                    if set {
+                        return Err(Error::invalid(key, "applies to ImageNet runs only"));
+                    }
+                }
+            }
+            IMAGENET => {
+                if model.is_cifar() {
+                    return Err(Error::invalid(
+                        "model",
+                        format!("`{model}` is a CIFAR net; ImageNet trains the ImageNet family"),
+                    ));
+                }
+                if self.data.path.is_none() {
+                    return Err(Error::invalid(
+                        "data.path",
+                        "ImageNet is not downloaded: name a local copy (train/<wnid>/<image> \
+                         and the validation images)",
+                    ));
+                }
+                if self.data.holdout {
+                    return Err(Error::invalid(
+                        "data.holdout",
+                        "applies to CIFAR-10 runs only (ImageNet evaluates on its validation set)",
+                    ));
+                }
+                if self.data.classes.as_ref().is_some_and(Classes::is_empty) {
+                    return Err(Error::invalid(
+                        "data.classes",
+                        "must name at least one class",
+                    ));
+                }
+                if let Some(r) = self.data.resolution
+                    && !(32..=1024).contains(&r)
+                {
+                    return Err(Error::invalid(
+                        "data.resolution",
+                        format!("must be between 32 and 1024 pixels, got {r}"),
+                    ));
+                }
+            }
+            other => {
+                return Err(Error::invalid(
+                    "data.dataset",
+                    format!(
+                        "`{other}` is not a dataset the trainer runs (expected `{CIFAR10}` or \
+                         `{IMAGENET}`)"
+                    ),
+                ));
+            }
         }
         for (key, value) in [
             ("batch_size", self.batch_size as u64),
@@ -190,11 +305,18 @@ impl RunSpec {
         self.schedule.validate()
     }
 
-    /// The parsed model name.
+    /// The parsed model name, with one output per class of an ImageNet class subset.
     pub fn model_spec(&self) -> Result<nets::ModelSpec, Error> {
-        self.model
+        let mut spec: nets::ModelSpec = self
+            .model
             .parse()
-            .map_err(|e: nets::Error| Error::invalid("model", e.to_string()))
+            .map_err(|e: nets::Error| Error::invalid("model", e.to_string()))?;
+        if let Some(classes) = &self.data.classes
+            && !spec.is_cifar()
+        {
+            spec.num_classes = classes.len();
+        }
+        Ok(spec)
     }
 
     /// A short name for the run's directory: model, seed and a hash of the whole spec, so two

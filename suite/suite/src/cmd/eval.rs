@@ -29,7 +29,8 @@ the nets of an ensemble (Table 5's method).
 
 The validation set may be image folders (DIR/val/<wnid>/*, or DIR/<wnid>/*) or the Kaggle copy
 (flat images with LOC_val_solution.csv). Classes are indexed as torchvision's weights index them
-(the 1,000 sorted wnids); a net with fewer classes indexes the validation folders it was given.
+(the 1,000 sorted wnids); a net trained on N classes (`suite train --classes N`) is scored on the
+N classes spread over the validation folders, as training chose them from the training folders.
 Weights use torchvision's names: converted torchvision checkpoints and a run's weights.safetensors.
 
 Written to <results>/eval/<nets>/: summary.csv and summary.json (one row per views), and
@@ -93,8 +94,9 @@ fn member(spec: &str) -> anyhow::Result<(String, PathBuf)> {
     }
 }
 
-/// The wnids a net with `classes` outputs indexes: ImageNet-1k's for 1,000, else the validation
-/// folders' own (a net trained on a subset of classes).
+/// The wnids a net with `classes` outputs indexes: ImageNet-1k's for 1,000; for fewer (a net
+/// trained with `--classes N`), the validation folders' own when there are as many, else that
+/// many spread over them, as training chose them from the training folders.
 fn class_list(classes: usize, data: &Path) -> anyhow::Result<Vec<String>> {
     if classes == 1000 {
         return Ok(datasets::imagenet::imagenet1k_wnids());
@@ -102,19 +104,25 @@ fn class_list(classes: usize, data: &Path) -> anyhow::Result<Vec<String>> {
     let layout = datasets::imagenet::Layout::detect(data)?;
     let datasets::imagenet::Layout::Folder { root } = layout else {
         bail!(
-            "a net with {classes} classes is evaluated on validation folders of its classes \
-             (val/<wnid>/), not on the Kaggle layout"
+            "a net with {classes} classes is evaluated on validation folders (val/<wnid>/), not on \
+             the Kaggle layout"
         );
     };
     let folder = datasets::ImageFolder::open(&root)?;
-    if folder.classes.len() != classes {
-        bail!(
-            "{}: {} class folders, but the net has {classes} classes",
-            root.display(),
-            folder.classes.len()
-        );
-    }
-    Ok(folder.classes)
+    datasets::imagenet::Classes::Count(classes)
+        .choose(&folder.classes)
+        .map_err(|msg| anyhow::anyhow!("{}: {msg}", root.display()))
+}
+
+/// How many classes weights were trained for: the rows of their classifier, `fc.weight`.
+fn trained_classes(weights: &Path) -> anyhow::Result<Option<usize>> {
+    // SAFETY: the file is only read, and not expected to change while it is mapped.
+    let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights) }
+        .with_context(|| format!("reading {}", weights.display()))?;
+    Ok(tensors
+        .get("fc.weight")
+        .ok()
+        .and_then(|fc| fc.shape().first().copied()))
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -129,9 +137,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
     let mut models = Vec::with_capacity(members.len());
     for (name, weights) in &members {
-        let spec: nets::ModelSpec = name.parse()?;
+        let mut spec: nets::ModelSpec = name.parse()?;
         if spec.is_cifar() {
             bail!("`{spec}` is a CIFAR net: `suite eval` scores ImageNet nets");
+        }
+        if let Some(classes) = trained_classes(weights)? {
+            spec.num_classes = classes;
         }
         let model = nets::Model::load(spec, weights, &device)
             .with_context(|| format!("loading {name} from {}", weights.display()))?;
@@ -145,7 +156,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             spec.num_classes
         );
     }
-    let mut val = datasets::imagenet::Validation::open(data, &class_list(classes, data)?)?;
+    let class_list = class_list(classes, data)?;
+    let mut val = if classes == 1000 {
+        datasets::imagenet::Validation::open(data, &class_list)?
+    } else {
+        datasets::imagenet::Validation::open_only(data, &class_list)?
+    };
     if let Some(n) = args.limit {
         val.samples.truncate(n);
     }

@@ -15,15 +15,24 @@ Examples:
   suite train --model resnet20 --iterations 2000 --data cifar10=../shared/data/cifar10
   suite train --model plain20 --iterations 64000 --out results/train/plain20
   suite train --model resnet110 --iterations 64000 --device cuda:0
+  suite train --model resnet34-a --iterations 600000 --data imagenet=/data/imagenet --device cuda
+  suite train --model resnet18 --iterations 20000 --classes 100 --resolution 128 \\
+              --schedule steps --step-every 5000 --data imagenet=/data/imagenet --device cuda
 
-The protocol is read from configs/reference/paper.toml: the paper's CIFAR schedule (lr 0.1, divided
-by 10 at 32k and 48k iterations of 64k) with its milestones scaled to --iterations, momentum 0.9,
-weight decay 1e-4, batch 128; ResNet-110 and deeper warm up at lr 0.01 until the training error
-falls below 80%. Run the same command again to resume an interrupted run (it continues from the
-last checkpoint) or to see a finished one's figures.";
+The protocol is read from configs/reference/paper.toml. CIFAR nets (on CIFAR-10): the paper's
+schedule (lr 0.1, divided by 10 at 32k and 48k iterations of 64k) with its milestones scaled to
+--iterations, momentum 0.9, weight decay 1e-4, batch 128; ResNet-110 and deeper warm up at lr 0.01
+until the training error falls below 80%. ImageNet nets (on --data imagenet=DIR, with
+DIR/train/<wnid>/<image> and the validation images): batch 256, lr 0.1 divided by 10 when the
+center-crop validation error plateaus (no improvement by more than 0.1 points over 3 evaluations,
+one every --eval-every iterations), or every --step-every iterations with --schedule steps;
+momentum 0.9, weight decay 1e-4, shorter side resized to a random length in [256, 480], a random
+224 crop, flip, AlexNet's colour augmentation (all scaled with --resolution). Run the same command
+again to resume an interrupted run (it continues from the last checkpoint) or to see a finished
+one's figures.";
 
-/// Train a model on CIFAR-10 with the paper's protocol (SGD, momentum 0.9, weight decay 1e-4,
-/// batch 128, pad-crop-flip augmentation), writing metrics, checkpoints and a summary.
+/// Train a model with the paper's protocol (CIFAR-10 for CIFAR nets, ImageNet for ImageNet nets),
+/// writing metrics, checkpoints and a summary
 #[derive(Debug, clap::Args)]
 #[command(after_help = TRAIN_EXAMPLES)]
 pub struct TrainArgs {
@@ -33,7 +42,7 @@ pub struct TrainArgs {
     /// Training iterations (SGD steps)
     #[arg(long)]
     iterations: u64,
-    /// Batch size [default: the paper's, 128]
+    /// Batch size [default: the paper's, 128 on CIFAR-10 and 256 on ImageNet]
     #[arg(long)]
     batch: Option<usize>,
     /// Seed of the initial weights, the sample order and the augmentation
@@ -70,6 +79,20 @@ pub struct TrainArgs {
     /// Evaluate on a class-balanced subset of this many images
     #[arg(long, value_name = "N")]
     eval_subset: Option<usize>,
+    /// ImageNet: train on this many classes, spread evenly over the sorted wnids
+    #[arg(long, value_name = "N")]
+    classes: Option<usize>,
+    /// ImageNet: the training crop's side (the paper's 224; the scale range and the evaluation
+    /// resize scale with it)
+    #[arg(long, value_name = "PIXELS")]
+    resolution: Option<u32>,
+    /// ImageNet: the paper's plateau rule, or division by 10 every --step-every iterations
+    #[arg(long, value_enum, default_value = "plateau")]
+    schedule: ImageNetSchedule,
+    /// ImageNet with --schedule steps: iterations between divisions (150000: 30 epochs of the full
+    /// training set at batch 256)
+    #[arg(long, value_name = "N", default_value_t = 150_000)]
+    step_every: u64,
     /// Print no progress bar
     #[arg(long)]
     quiet: bool,
@@ -82,8 +105,9 @@ Examples:
 
 A spec is TOML or JSON with the fields of spec.json in any run directory: model, data, batch_size,
 iterations, schedule, optimizer, seed, device, kernels, deterministic, log_every, eval_every,
-checkpoint_every.
-`--data cifar10=PATH` replaces the spec's data.path.";
+checkpoint_every; data has dataset (cifar10 or imagenet), path, holdout, train_subset,
+eval_subset, loader_threads, and for ImageNet classes (a count or a list of wnids) and resolution.
+`--data NAME=PATH` for the spec's dataset replaces its data.path.";
 
 /// Execute one run described by a spec file; rerunning resumes it or reports it done.
 #[derive(Debug, clap::Args)]
@@ -100,12 +124,49 @@ pub struct RunArgs {
     quiet: bool,
 }
 
+/// How an ImageNet run's learning rate falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ImageNetSchedule {
+    /// Divide by 10 when the validation error plateaus (the paper's rule, made precise)
+    Plateau,
+    /// Divide by 10 every --step-every iterations
+    Steps,
+}
+
 pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    let data_path = global.data_path("cifar10").map(Path::to_path_buf);
     let reference =
         crate::paths::configs_dir(global.configs.as_deref()).join("reference/paper.toml");
-    let protocol = trainer::CifarProtocol::read(&reference)?;
-    let mut spec = RunSpec::cifar(&protocol, &args.model, args.iterations, data_path);
+    let model: nets::ModelSpec = args.model.parse()?;
+    let mut spec = if model.is_cifar() {
+        if args.classes.is_some() || args.resolution.is_some() {
+            anyhow::bail!("--classes and --resolution apply to ImageNet nets, not `{model}`");
+        }
+        let data_path = global.data_path("cifar10").map(Path::to_path_buf);
+        let protocol = trainer::CifarProtocol::read(&reference)?;
+        RunSpec::cifar(&protocol, &args.model, args.iterations, data_path)
+    } else {
+        let data_path = global.data_path("imagenet").with_context(|| {
+            format!(
+                "`{model}` trains on ImageNet, which is not downloaded: pass --data imagenet=DIR \
+                 (DIR/train/<wnid>/<image> and DIR/val/<wnid>/<image>)"
+            )
+        })?;
+        let protocol = trainer::ImageNetProtocol::read(&reference)?;
+        let schedule = match args.schedule {
+            ImageNetSchedule::Plateau => protocol.plateau(trainer::PlateauRule::SUITE),
+            ImageNetSchedule::Steps => protocol.steps(args.step_every, args.iterations),
+        };
+        let mut spec = RunSpec::imagenet(
+            &protocol,
+            &args.model,
+            args.iterations,
+            schedule,
+            data_path.to_path_buf(),
+        );
+        spec.data.classes = args.classes.map(datasets::imagenet::Classes::Count);
+        spec.data.resolution = args.resolution;
+        spec
+    };
     if let Some(batch) = args.batch {
         spec.batch_size = batch;
     }
@@ -128,7 +189,7 @@ pub fn train(args: TrainArgs, global: &Global) -> anyhow::Result<ExitCode> {
 
 pub fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let mut spec = RunSpec::read(&args.spec)?;
-    if let Some(path) = global.data_path("cifar10") {
+    if let Some(path) = global.data_path(&spec.data.dataset) {
         spec.data.path = Some(path.to_path_buf());
     }
     let dir = args
