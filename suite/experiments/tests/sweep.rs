@@ -14,8 +14,8 @@ fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
 }
 
-fn protocol() -> trainer::CifarProtocol {
-    trainer::CifarProtocol::read(&configs().join("reference/paper.toml")).unwrap()
+fn protocol() -> trainer::Protocols {
+    trainer::Protocols::read(&configs().join("reference/paper.toml")).unwrap()
 }
 
 fn reference() -> (paper::Paper, toml::Value) {
@@ -53,6 +53,65 @@ fn the_repository_sweeps_load() {
     }
     // Table 6's resnet20 seed 0 is also the ablation's span-2 net.
     assert!(ids("ablation-skip").iter().any(|d| table6.contains(d)));
+}
+
+#[test]
+fn the_imagenet_sweeps_load_and_plan_the_papers_protocol() {
+    for name in ["table2", "fig4", "table3"] {
+        let config = SweepConfig::load(&configs(), name).unwrap();
+        assert_eq!(config.header.dataset, "imagenet");
+        assert!(!config.claims.is_empty(), "{name}");
+    }
+    let store = Path::new("/store");
+    let data = tempfile::tempdir().unwrap();
+    let options = Options {
+        data: Some(data.path().to_path_buf()),
+        ..Options::default()
+    };
+    let plan_of = |name: &str, profile: &str| {
+        let config = SweepConfig::load(&configs(), name).unwrap();
+        plan::plan(&config, profile, &protocol(), &options, store).unwrap()
+    };
+    // Fig. 4's runs are Table 2's.
+    let table2: Vec<PathBuf> = plan_of("table2", "quick")
+        .into_iter()
+        .map(|r| r.dir)
+        .collect();
+    for run in plan_of("fig4", "quick") {
+        assert!(table2.contains(&run.dir), "{}", run.dir.display());
+    }
+    // The paper profile is the protocol of paper.toml: batch 256, lr 0.1 on a plateau, 600k
+    // iterations, all classes at 224.
+    let paper = plan_of("table2", "paper");
+    let spec = &paper[0].spec;
+    assert_eq!((spec.batch_size, spec.iterations), (256, 600_000));
+    assert!(matches!(
+        spec.schedule,
+        trainer::Schedule::Plateau {
+            lr: 0.1,
+            factor: 0.1,
+            patience: 3,
+            ..
+        }
+    ));
+    assert_eq!(
+        (spec.data.classes.clone(), spec.data.resolution),
+        (None, None)
+    );
+    // The quick profile: 100 classes at 128, fixed steps.
+    let quick = plan_of("table3", "quick");
+    let spec = &quick[0].spec;
+    assert_eq!(spec.data.classes, Some(trainer::spec::Classes::Count(100)));
+    assert_eq!(spec.data.resolution, Some(128));
+    assert_eq!(
+        spec.schedule,
+        trainer::Schedule::MultiStep {
+            lr: 0.1,
+            milestones: vec![5000, 10000],
+            factor: 0.1
+        }
+    );
+    assert_eq!(quick[0].spec.model_spec().unwrap().num_classes, 100);
 }
 
 /// A configs directory holding the real reference, Table 6 and `bad.toml` with `text`, and what
@@ -146,6 +205,11 @@ fn bad_configs_name_the_file_the_key_and_what_is_allowed() {
             "profiles_from = \"table6\"",
             "profiles_from = \"table9\"",
             vec!["experiment.profiles_from", "table9"],
+        ),
+        (
+            "dataset = \"cifar10\"",
+            "dataset = \"imagenet\"",
+            vec!["runs[0].models[0]", "CIFAR net"],
         ),
     ] {
         let err = config_with(&GOOD.replace(from, to)).1.unwrap_err();

@@ -18,6 +18,13 @@ use clap::Parser;
 static ALLOCATOR: kernels::LineAligned = kernels::LineAligned;
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`suite list | head`) ends the process quietly,
+    // as other Unix tools do, instead of panicking on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     kernels::keep_freed_memory();
     match cmd::run(cli) {

@@ -291,3 +291,76 @@ fn regress_against_baselines(dir: &Dir) {
         "{err}"
     );
 }
+
+#[test]
+fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() {
+    let dir = Dir::default();
+    let synth = dir
+        .suite(&["data", "synth-imagenet", "imagenet", "--classes", "4"])
+        .code(0)
+        .stdout();
+    assert!(synth.contains("wrote 4 classes"), "{synth}");
+    let data = format!("imagenet={}", dir.join("imagenet").display());
+    let experiments = ["table2", "fig4", "table3"];
+
+    let out = dir
+        .suite(&sweep_args(&experiments, "res", &data))
+        .code(0)
+        .stdout();
+    for experiment in experiments {
+        let tables = dir.join(&format!("res/{experiment}/smoke"));
+        for file in [
+            "runs.parquet",
+            "curves.parquet",
+            "summary.parquet",
+            "verdicts.json",
+        ] {
+            assert!(tables.join(file).is_file(), "{experiment}: no {file}");
+        }
+    }
+    let runs = std::fs::read_to_string(dir.join("res/table3/smoke/runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 1 + 7, "{runs}");
+    assert!(
+        out.contains("decided on the quick, paper profile(s) only"),
+        "{out}"
+    );
+    // Fig. 4 found Table 2's runs done; a second sweep trains nothing.
+    let again = dir
+        .suite(&sweep_args(&experiments, "res", &data))
+        .code(0)
+        .stdout();
+    assert!(!again.contains("| new "), "{again}");
+
+    // Without a copy of ImageNet the plan is shown, nothing trains, and the error says how to
+    // point the suite at one.
+    let run = dir
+        .suite(&[
+            "reproduce",
+            "table2",
+            "--profile",
+            "quick",
+            "--out",
+            "empty",
+            "--quiet",
+        ])
+        .code(2);
+    let (stdout, stderr) = (run.stdout(), run.stderr());
+    assert!(
+        stdout.contains("resnet34-a") && stdout.contains("15000"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("--data imagenet=DIR") && stderr.contains("train/<wnid>/<image>"),
+        "{stderr}"
+    );
+    assert!(!dir.join("empty/runs").exists(), "nothing trained");
+    dir.suite(&[
+        "reproduce",
+        "table2",
+        "--profile",
+        "quick",
+        "--dry-run",
+        "--quiet",
+    ])
+    .code(0);
+}

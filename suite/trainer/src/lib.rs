@@ -25,7 +25,7 @@ pub use device::DeviceName;
 use std::path::{Path, PathBuf};
 
 pub use optim::{Sgd, SgdConfig};
-pub use protocol::{CifarProtocol, ImageNetProtocol, PlateauRule};
+pub use protocol::{CifarProtocol, ImageNetProtocol, PlateauRule, Protocols};
 pub use run::{Observer, Outcome, Provenance, Quiet, Summary, run};
 pub use schedule::{Schedule, ScheduleState};
 pub use spec::{DataSpec, RunSpec};

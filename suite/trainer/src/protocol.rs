@@ -211,6 +211,23 @@ impl ImageNetProtocol {
     }
 }
 
+/// Both protocols, read from one reference file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protocols {
+    pub cifar: CifarProtocol,
+    pub imagenet: ImageNetProtocol,
+}
+
+impl Protocols {
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let paper = Paper::load(path)?;
+        Ok(Self {
+            cifar: CifarProtocol::from_paper(&paper, path)?,
+            imagenet: ImageNetProtocol::from_paper(&paper, path)?,
+        })
+    }
+}
+
 /// "training error below 80%" -> 0.8.
 fn parse_percent_below(text: &str) -> Option<f64> {
     let rest = text.split("below").nth(1)?.trim();

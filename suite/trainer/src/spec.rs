@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use datasets::imagenet::Classes;
+pub use datasets::imagenet::Classes;
 use nets::Kernels;
 
 use crate::Error;

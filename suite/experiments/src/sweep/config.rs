@@ -14,7 +14,7 @@ use crate::Error;
 pub struct Header {
     /// A title line, e.g. "Table 6: CIFAR-10 test error of plain and residual nets".
     pub title: String,
-    /// `cifar10`: the data the runs train on.
+    /// `cifar10` or `imagenet`: the data the runs train on.
     pub dataset: String,
     /// Another sweep whose profiles this one uses, so that a figure's runs are the table's runs
     /// (same specs, same run directories) instead of new ones.
@@ -64,6 +64,26 @@ pub struct Profile {
     /// The runs a 2-core CPU can afford (`--models core`).
     #[serde(default)]
     pub core: Vec<String>,
+    /// ImageNet: train on this many classes, spread over the sorted wnids.
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// ImageNet: the training crop's side (the paper's 224), the augmentation scaled with it.
+    #[serde(default)]
+    pub resolution: Option<u32>,
+    /// ImageNet: how the learning rate falls; absent: the paper's plateau rule as the suite reads
+    /// it (`trainer::PlateauRule::SUITE`).
+    #[serde(default)]
+    pub schedule: Option<ProfileSchedule>,
+}
+
+/// `[profiles.NAME.schedule]` of an ImageNet sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ProfileSchedule {
+    /// Divide by 10 after `patience` evaluations without a gain of more than `threshold`.
+    Plateau { patience: u32, threshold: f64 },
+    /// Divide by 10 every `every` iterations.
+    Steps { every: u64 },
 }
 
 /// The per-model numbers claims compare.
@@ -179,11 +199,21 @@ pub struct SweepConfig {
 
 /// Whether `path` is a sweep config (it has an `[experiment]` table with a dataset).
 pub fn is_sweep(path: &Path) -> bool {
+    experiment_entry(path, "dataset").is_some()
+}
+
+/// A sweep config's `[experiment].title`, without checking the rest of it.
+pub fn sweep_title(path: &Path) -> Option<String> {
+    experiment_entry(path, "title")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn experiment_entry(path: &Path, key: &str) -> Option<toml::Value> {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("experiment")?.get("dataset").cloned())
-        .is_some()
+        .and_then(|t| t.get("experiment")?.get(key).cloned())
 }
 
 impl SweepConfig {
@@ -201,13 +231,23 @@ impl SweepConfig {
         };
         let reference = configs.join("reference/paper.toml");
         let paper_toml: toml::Value = paper::read_toml(&reference)?;
-        if file.experiment.dataset != "cifar10" {
+        let imagenet = match file.experiment.dataset.as_str() {
+            trainer::spec::CIFAR10 => false,
+            trainer::spec::IMAGENET => true,
+            other => {
+                return Err(invalid(
+                    "experiment.dataset".into(),
+                    format!(
+                        "`{other}` is not a dataset sweeps train on (expected `cifar10` or \
+                         `imagenet`)"
+                    ),
+                ));
+            }
+        };
+        if imagenet && file.experiment.responses {
             return Err(invalid(
-                "experiment.dataset".into(),
-                format!(
-                    "`{}` is not a dataset sweeps train on (expected `cifar10`)",
-                    file.experiment.dataset
-                ),
+                "experiment.responses".into(),
+                "layer responses (Fig. 7) are measured on CIFAR-10 sweeps only".into(),
             ));
         }
         let profiles = match &file.experiment.profiles_from {
@@ -250,13 +290,15 @@ impl SweepConfig {
                 let spec: nets::ModelSpec = model.parse().map_err(|e: nets::Error| {
                     invalid(format!("runs[{g}].models[{m}]"), e.to_string())
                 })?;
-                if !spec.is_cifar() {
-                    return Err(invalid(
-                        format!("runs[{g}].models[{m}]"),
+                if spec.is_cifar() == imagenet {
+                    let msg = if imagenet {
+                        format!("`{model}` is a CIFAR net; ImageNet sweeps train ImageNet nets")
+                    } else {
                         format!(
                             "`{model}` is an ImageNet net; CIFAR-10 sweeps train CIFAR nets (6n+2 layers)"
-                        ),
-                    ));
+                        )
+                    };
+                    return Err(invalid(format!("runs[{g}].models[{m}]"), msg));
                 }
                 if spec.to_string() != *model {
                     return Err(invalid(
@@ -302,6 +344,17 @@ impl SweepConfig {
                             profile.log_every
                         ),
                     ));
+                }
+            }
+            if !imagenet {
+                for (k, set) in [
+                    ("classes", profile.classes.is_some()),
+                    ("resolution", profile.resolution.is_some()),
+                    ("schedule", profile.schedule.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(key(k), "applies to ImageNet sweeps only".into()));
+                    }
                 }
             }
             if file.experiment.profiles_from.is_none() {

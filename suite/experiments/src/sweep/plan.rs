@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use trainer::{CifarProtocol, DeviceName, RunSpec};
+use trainer::{DeviceName, PlateauRule, Protocols, RunSpec};
 
-use super::config::SweepConfig;
+use super::config::{ProfileSchedule, SweepConfig};
 use crate::Error;
 
 /// Where a run stands in the store.
@@ -54,22 +54,28 @@ pub struct Options {
     pub device: DeviceName,
     /// Restrict the sweep to these models (`core`: the profile's CPU core); empty: all.
     pub models: Vec<String>,
-    /// A local CIFAR-10 copy; `None`: the Hugging Face hub.
+    /// A local copy of the sweep's dataset; `None`: the Hugging Face hub for CIFAR-10, and for
+    /// ImageNet (which is never downloaded) a plan that cannot train.
     pub data: Option<PathBuf>,
     pub kernels: nets::Kernels,
     /// Deterministic cuDNN algorithms on CUDA (`RunSpec::deterministic`).
     pub deterministic: bool,
 }
 
+/// The data path an ImageNet plan's specs name when no copy was given: such a plan is shown, never
+/// trained.
+pub const NO_IMAGENET: &str = "<imagenet: not given>";
+
 /// The runs of `config` under `profile` with `options`, their status read from `store`.
 pub fn plan(
     config: &SweepConfig,
     profile_name: &str,
-    protocol: &CifarProtocol,
+    protocols: &Protocols,
     options: &Options,
     store: &Path,
 ) -> Result<Vec<PlannedRun>, Error> {
     let profile = config.profile(profile_name)?;
+    let imagenet = config.header.dataset == trainer::spec::IMAGENET;
     let selected = selection(config, profile_name, &options.models)?;
     let data = match &options.data {
         // The spec records the data's absolute path, so the run reads the same files from
@@ -80,7 +86,11 @@ pub fn plan(
         })?),
         None => None,
     };
-    let iterations = profile.iterations.unwrap_or(protocol.iterations);
+    let iterations = profile.iterations.unwrap_or(if imagenet {
+        protocols.imagenet.max_iterations
+    } else {
+        protocols.cifar.iterations
+    });
     let mut runs = Vec::new();
     for group in &config.runs {
         let seeds = match profile.seeds_per_model {
@@ -92,7 +102,28 @@ pub fn plan(
                 continue;
             }
             for &seed in seeds {
-                let mut spec = RunSpec::cifar(protocol, model, iterations, data.clone());
+                let mut spec = if imagenet {
+                    let p = &protocols.imagenet;
+                    let schedule = match profile.schedule {
+                        None => p.plateau(PlateauRule::SUITE),
+                        Some(ProfileSchedule::Plateau {
+                            patience,
+                            threshold,
+                        }) => p.plateau(PlateauRule {
+                            patience,
+                            threshold,
+                        }),
+                        Some(ProfileSchedule::Steps { every }) => p.steps(every, iterations),
+                    };
+                    // Without a copy the plan can be shown but not trained.
+                    let path = data.clone().unwrap_or_else(|| PathBuf::from(NO_IMAGENET));
+                    let mut spec = RunSpec::imagenet(p, model, iterations, schedule, path);
+                    spec.data.classes = profile.classes.map(trainer::spec::Classes::Count);
+                    spec.data.resolution = profile.resolution;
+                    spec
+                } else {
+                    RunSpec::cifar(&protocols.cifar, model, iterations, data.clone())
+                };
                 spec.seed = seed;
                 spec.device = options.device;
                 spec.kernels = options.kernels;
@@ -113,7 +144,12 @@ pub fn plan(
                     })
                 })?;
                 let dir = trainer::run::default_dir(store, &spec);
-                let cost = nets::cost_of(&spec.model_spec()?, 32, 32);
+                let side = if imagenet {
+                    spec.data.resolution.unwrap_or(protocols.imagenet.crop) as usize
+                } else {
+                    32
+                };
+                let cost = nets::cost_of(&spec.model_spec()?, side, side);
                 runs.push(PlannedRun {
                     model: model.clone(),
                     seed,
@@ -255,10 +291,14 @@ pub fn seconds_left(spec: &RunSpec, status: Status, images_per_s: f64) -> f64 {
         0 => 1,
         every => left / every + u64::from(!spec.iterations.is_multiple_of(every)),
     };
-    let eval_images =
-        spec.data
-            .eval_subset
-            .unwrap_or(if spec.data.holdout { 5000 } else { 10_000 });
+    // ImageNet's validation set has 50 images per class.
+    let full = match (spec.data.dataset.as_str(), &spec.data.classes) {
+        (trainer::spec::IMAGENET, Some(classes)) => 50 * classes.len(),
+        (trainer::spec::IMAGENET, None) => 50_000,
+        _ if spec.data.holdout => 5000,
+        _ => 10_000,
+    };
+    let eval_images = spec.data.eval_subset.unwrap_or(full);
     train + evals as f64 * eval_images as f64 / (images_per_s * EVAL_SPEEDUP)
 }
 

@@ -13,6 +13,7 @@ Examples:
   suite data fetch cifar10                              from the Hugging Face hub (cached)
   suite data fetch cifar10 --data cifar10=../shared/data/cifar10
   suite data info --data imagenet=/data/imagenet/val
+  suite data synth-imagenet /tmp/imagenet-smoke          a generated ImageNet-style folder
 
 The hub files are cached by hf-hub (HF_HOME, default ~/.cache/huggingface; HF_HUB_OFFLINE=1 reads
 the cache only). Decoded CIFAR-10 is cached in $RESNET_REPRO_CACHE (default ~/.cache/resnet-repro),
@@ -38,6 +39,23 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Write a small ImageNet-style dataset of generated JPEGs (train/<wnid>/, val/<wnid>/; sizes
+    /// vary, each class has its own colour and stripes) for the ImageNet smoke profiles
+    SynthImagenet {
+        /// The directory to write (created)
+        dir: std::path::PathBuf,
+        /// Classes, spread over ImageNet's sorted wnids
+        #[arg(long, default_value_t = 4)]
+        classes: usize,
+        /// Training images per class
+        #[arg(long, default_value_t = 8)]
+        train: usize,
+        /// Validation images per class
+        #[arg(long, default_value_t = 3)]
+        val: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 /// The CIFAR-10 source the user asked for: `--data cifar10=PATH`, else the hub.
@@ -52,6 +70,22 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Fetch { name } => fetch(&name, global),
         Action::Info { json } => info(global, json),
+        Action::SynthImagenet {
+            dir,
+            classes,
+            train,
+            val,
+            seed,
+        } => {
+            let wnids = datasets::imagenet::write_synthetic(&dir, classes, (train, val), seed)?;
+            println!(
+                "wrote {} classes ({}) of {train} training and {val} validation images to {}",
+                wnids.len(),
+                wnids.join(", "),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

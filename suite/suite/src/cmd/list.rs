@@ -61,11 +61,14 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if show_experiments {
         println!("Experiments (`suite reproduce NAME`):");
         for e in &exps {
-            let what = e
-                .summary
-                .unwrap_or("(config only: not implemented in this build)");
-            println!("  {:<10} {what}", e.name);
-            println!("  {:<10} {}", "", e.config.display());
+            let what = match (e.summary, e.implemented) {
+                (Some(summary), _) => summary.to_string(),
+                (None, true) => experiments::sweep::config::sweep_title(&e.config)
+                    .map_or_else(|| "a sweep".to_string(), |t| format!("sweep: {t}")),
+                (None, false) => "(config only: not implemented in this build)".to_string(),
+            };
+            println!("  {:<13} {what}", e.name);
+            println!("  {:<13} {}", "", e.config.display());
         }
     }
     if show_models {

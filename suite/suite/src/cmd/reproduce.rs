@@ -12,7 +12,7 @@ use experiments::registry::{self, Context};
 use experiments::sweep::{self, config::SweepConfig, execute::SweepObserver, plan};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use trainer::metrics::Row;
-use trainer::{CifarProtocol, DeviceName, Observer, RunSpec, Summary};
+use trainer::{DeviceName, Observer, Protocols, RunSpec, Summary};
 
 use super::Format;
 use crate::cli::Global;
@@ -189,17 +189,21 @@ fn sweep_one(
 ) -> anyhow::Result<Verdict> {
     let profile = args.sweep.profile.as_str();
     let about = config.profile(profile)?.about.clone();
-    let protocol = CifarProtocol::read(&configs.join("reference/paper.toml"))?;
+    let protocols = Protocols::read(&configs.join("reference/paper.toml"))?;
+    let dataset = config.header.dataset.as_str();
+    let data = global.data_path(dataset).map(Path::to_path_buf);
+    // ImageNet is never downloaded: without a copy the plan is shown and nothing trains.
+    let no_imagenet = dataset == trainer::spec::IMAGENET && data.is_none();
     let options = plan::Options {
         device: args.device,
         models: args.models.clone(),
-        data: global.data_path("cifar10").map(Path::to_path_buf),
+        data,
         kernels: nets::Kernels::Fast,
         deterministic: args.deterministic,
     };
     let store = sweep::store_dir(results);
-    let mut runs = plan::plan(config, profile, &protocol, &options, &store)?;
-    if !args.no_probe {
+    let mut runs = plan::plan(config, profile, &protocols, &options, &store)?;
+    if !args.no_probe && !no_imagenet {
         if !args.quiet {
             eprintln!("probing training speed of the models still to train (cached per build)...");
         }
@@ -214,6 +218,16 @@ fn sweep_one(
     if args.dry_run {
         return Ok(Verdict::NotRun);
     }
+    if no_imagenet {
+        anyhow::bail!(
+            "{} trains on ImageNet, which the suite never downloads: pass a local copy with \
+             --data imagenet=DIR, where DIR holds train/<wnid>/<image> (the training images, one \
+             folder per class) and the validation images as val/<wnid>/<image> (or the Kaggle \
+             copy's flat images with LOC_val_solution.csv); `suite data synth-imagenet DIR` \
+             writes a small generated one for the smoke profile",
+            config.name
+        );
+    }
     let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
     let cache = datasets::cifar::default_cache_dir();
     let progress = SweepProgress::new(&runs, args.quiet);
@@ -225,7 +239,7 @@ fn sweep_one(
         models: Vec::new(),
         ..options
     };
-    let runs = plan::plan(config, profile, &protocol, &all, &store)?;
+    let runs = plan::plan(config, profile, &protocols, &all, &store)?;
     let invocation = sweep::Invocation {
         command: command_line(std::env::args().skip(1)),
         suite_version: env!("CARGO_PKG_VERSION").into(),
