@@ -2,11 +2,14 @@
 //!
 //! `cargo bench -p datasets --bench pipeline`. Groups (throughput in images):
 //! - `cifar_train_batch/{threads}`: one augmented, normalised batch of 128 as a candle tensor.
-//! - `imagenet_train_transform/1`: decode a JPEG, scale-augment, crop, flip, PCA colour, normalise.
+//! - `imagenet_train_transform_{sample,synthetic}/...`: decoding a JPEG alone; decoding and the
+//!   training transform (scale augmentation, crop, flip, PCA colour, normalisation) as the loader
+//!   runs it; and, for the ratio, decoding, resizing the whole image and cropping. On the shared
+//!   ImageNet sample's first 32 JPEGs where it is present, else a generated 500x375 image.
 //! - `resnet20_forward_backward/128`: the consumer, a forward and backward pass at batch 128 with
 //!   candle's stock ops (the SGD update it leaves out is a small part of a step).
 //!
-//! Synthetic pixels: the pipeline's cost does not depend on the content.
+//! CIFAR's pixels are synthetic: its pipeline's cost does not depend on the content.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -52,8 +55,19 @@ fn cifar(c: &mut Criterion) {
     group.finish();
 }
 
-fn imagenet(c: &mut Criterion) {
-    // A 500x375 JPEG, the typical ImageNet size.
+/// JPEGs to time the ImageNet transform on: the shared ImageNet sample's first 32 (real photos,
+/// of varied sizes) where it is present, else one generated 500x375 image, ImageNet's typical size.
+fn imagenet_jpegs() -> (Vec<Vec<u8>>, &'static str) {
+    if let Some(root) = testkit::shared_data("imagenet-sample/val") {
+        let folder = datasets::ImageFolder::open(&root).unwrap();
+        let files = folder
+            .samples
+            .iter()
+            .take(32)
+            .map(|(path, _)| std::fs::read(path).unwrap())
+            .collect();
+        return (files, "sample");
+    }
     let img = image::RgbImage::from_fn(500, 375, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
     });
@@ -64,17 +78,46 @@ fn imagenet(c: &mut Criterion) {
             image::ImageFormat::Jpeg,
         )
         .unwrap();
+    (vec![jpeg], "synthetic")
+}
+
+fn imagenet(c: &mut Criterion) {
+    use rand::Rng;
+    let (jpegs, source) = imagenet_jpegs();
     let mut out = vec![0f32; 3 * 224 * 224];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut group = c.benchmark_group("imagenet_train_transform");
+    let mut group = c.benchmark_group(format!("imagenet_train_transform_{source}"));
     group.throughput(Throughput::Elements(1));
-    group.bench_function("1", |b| {
+    let mut next = 0;
+    let mut jpeg = || {
+        next = (next + 1) % jpegs.len();
+        &jpegs[next]
+    };
+    group.bench_function("decode", |b| {
+        b.iter(|| black_box(image::load_from_memory(jpeg()).unwrap().to_rgb8()))
+    });
+    // The transform as the loader runs it: only the region under the crop is resized.
+    group.bench_function("decode+transform", |b| {
         b.iter(|| {
-            let decoded = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+            let decoded = image::load_from_memory(jpeg()).unwrap().to_rgb8();
             Transform::TRAIN
                 .apply(&decoded, &mut rng, &mut out)
                 .unwrap();
             black_box(&out);
+        })
+    });
+    // The same draws the straightforward way, for the ratio: the whole image resized with the
+    // image crate's antialiased triangle filter, then cropped (colour and normalisation left out,
+    // which favours this side).
+    group.bench_function("decode+resize_whole_then_crop", |b| {
+        b.iter(|| {
+            let decoded = image::load_from_memory(jpeg()).unwrap().to_rgb8();
+            let short = rng.random_range(256..=480u32);
+            let (w, h) = datasets::folder::shorter_side_size(decoded.dimensions(), short);
+            let resized =
+                image::imageops::resize(&decoded, w, h, image::imageops::FilterType::Triangle);
+            let (x, y) = (rng.random_range(0..=w - 224), rng.random_range(0..=h - 224));
+            black_box(image::imageops::crop_imm(&resized, x, y, 224, 224).to_image());
         })
     });
     group.finish();

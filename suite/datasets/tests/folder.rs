@@ -314,3 +314,76 @@ fn the_shared_sample_is_a_validation_folder_in_torchvisions_class_order() {
         );
     }
 }
+
+/// The training transform resizes only the region of the image its crop covers; on real JPEGs that
+/// must give the pixels of resizing the whole image (the image crate's antialiased triangle
+/// filter, as before) and then cropping, up to the two filters' rounding.
+#[test]
+fn the_training_crop_matches_resizing_the_whole_image_then_cropping() {
+    use rand::Rng;
+    let Some(root) = testkit::shared_data("imagenet-sample/val") else {
+        return;
+    };
+    let f = ImageFolder::open(&root).unwrap();
+    let size = 224u32;
+    let mut worst = 0f32;
+    for (i, (path, _)) in f.samples.iter().step_by(97).enumerate() {
+        let img = folder::decode(path).unwrap();
+        let mut out = vec![0f32; 3 * (size * size) as usize];
+        let seed = i as u64;
+        let transform = Transform::Train {
+            scale: (256, 480),
+            crop: size,
+            pca: false,
+        };
+        transform
+            .apply(
+                &img,
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+                &mut out,
+            )
+            .unwrap();
+        // The same draws, the old way.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let short = rng.random_range(256..=480u32);
+        let (w, h) = folder::shorter_side_size(img.dimensions(), short);
+        let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+        let x = rng.random_range(0..=w - size);
+        let y = rng.random_range(0..=h - size);
+        let flip = rng.random_bool(0.5);
+        let mut diff = 0f64;
+        for c in 0..3 {
+            for row in 0..size {
+                for col in 0..size {
+                    let src = if flip { size - 1 - col } else { col };
+                    let want = resized.get_pixel(x + src, y + row)[c] as f32 / 255.0;
+                    let got = out[(c as u32 * size * size + row * size + col) as usize]
+                        * folder::IMAGENET_STD[c]
+                        + folder::IMAGENET_MEAN[c];
+                    diff += (got - want).abs() as f64;
+                }
+            }
+        }
+        worst = worst.max((diff / (3 * size * size) as f64) as f32);
+    }
+    // Mean absolute difference per pixel, in [0, 1] units: about 1/255 is the filters' rounding.
+    eprintln!("worst mean difference {:.3}/255", worst * 255.0);
+    assert!(
+        worst < 2.0 / 255.0,
+        "mean difference {:.2}/255",
+        worst * 255.0
+    );
+}
+
+#[test]
+fn a_region_a_rounding_error_past_the_edge_still_resizes() {
+    let img = gradient(300, 200);
+    let out = folder::resize_region(&img, (0.0, 100.0, 300.000_000_1, 100.000_000_1), (30, 10));
+    assert_eq!(out.dimensions(), (30, 10));
+    // The region's first rows are row 100 onwards: green starts near 100.
+    assert!(
+        (out.get_pixel(0, 0)[1] as i32 - 105).abs() <= 6,
+        "{:?}",
+        out.get_pixel(0, 0)
+    );
+}

@@ -303,6 +303,111 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// The threads the CPU kernels may use.
+/// How fast the ImageNet training pipeline turns files into batches.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataReport {
+    /// The images timed (the first of the folder, in file order).
+    pub images: usize,
+    /// Their mean size in pixels (width x height).
+    pub mean_pixels: f64,
+    /// The training crop's side.
+    pub crop: u32,
+    /// Decoding alone, one thread.
+    pub decode_per_s_1_thread: f64,
+    /// Decode, scale augmentation, crop, flip, colour and normalisation, one thread.
+    pub pipeline_per_s_1_thread: f64,
+    /// The loader's batches (the same work, plus batching into a tensor) on `threads` threads.
+    pub pipeline_per_s_all_threads: f64,
+    pub threads: usize,
+}
+
+/// Times the training pipeline of `folder` at crop `crop` (the paper's 224, or a run's
+/// resolution) on its first `images` images: decoding alone and the whole transform on one thread,
+/// then the loader's batches of `batch` on every core.
+pub fn data(
+    folder: &datasets::ImageFolder,
+    crop: u32,
+    images: usize,
+    batch: usize,
+) -> Result<DataReport, Error> {
+    use std::sync::Arc;
+
+    use datasets::{FolderDataset, Loader, LoaderConfig, Position, Transform};
+    use rand::SeedableRng;
+
+    let n = images.min(folder.len());
+    if n == 0 || batch == 0 {
+        return Err(Error::invalid("images, batch", "must be positive"));
+    }
+    let sample = datasets::ImageFolder {
+        samples: folder.samples[..n].to_vec(),
+        ..folder.clone()
+    };
+    let scale = |base: u32| ((base as u64 * crop as u64 + 112) / 224) as u32;
+    let transform = Transform::Train {
+        scale: (scale(256), scale(480)),
+        crop,
+        pca: true,
+    };
+    // Warm the page cache, so that every pass reads from memory, as a training epoch mostly does.
+    let mut pixels = 0f64;
+    for (path, _) in &sample.samples {
+        let (w, h) = datasets::folder::decode(path)?.dimensions();
+        pixels += (w * h) as f64;
+    }
+    let start = Instant::now();
+    for (path, _) in &sample.samples {
+        std::hint::black_box(datasets::folder::decode(path)?);
+    }
+    let decode = n as f64 / start.elapsed().as_secs_f64();
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut out = vec![0f32; 3 * (crop * crop) as usize];
+    let start = Instant::now();
+    for (path, _) in &sample.samples {
+        let img = datasets::folder::decode(path)?;
+        transform
+            .apply(&img, &mut rng, &mut out)
+            .map_err(|msg| datasets::Error::Corrupt {
+                path: path.clone(),
+                msg,
+            })?;
+        std::hint::black_box(&out);
+    }
+    let pipeline = n as f64 / start.elapsed().as_secs_f64();
+
+    let threads = threads();
+    let batch = batch.min(n);
+    let loader = Loader::new(
+        Arc::new(FolderDataset {
+            folder: sample,
+            transform,
+        }),
+        LoaderConfig {
+            batch_size: batch,
+            shuffle: false,
+            threads: Some(threads),
+            ..Default::default()
+        },
+        &candle_core::Device::Cpu,
+    )?;
+    let batches = loader.batches_per_epoch();
+    let start = Instant::now();
+    for b in 0..batches {
+        std::hint::black_box(loader.batch(Position { epoch: 0, batch: b })?);
+    }
+    let all = (batches as usize * batch) as f64 / start.elapsed().as_secs_f64();
+    Ok(DataReport {
+        images: n,
+        mean_pixels: pixels / n as f64,
+        crop,
+        decode_per_s_1_thread: decode,
+        pipeline_per_s_1_thread: pipeline,
+        pipeline_per_s_all_threads: all,
+        threads,
+    })
+}
+
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

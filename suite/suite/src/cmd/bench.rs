@@ -13,9 +13,11 @@ const EXAMPLES: &str = "\
 Examples:
   suite bench train --model resnet20 --batch 128
   suite bench train --model resnet50 --batch 16 --kernels stock --json
-  suite bench op --batch 128 --channels 16 --size 32";
+  suite bench op --batch 128 --channels 16 --size 32
+  suite bench data --data imagenet=../shared/data/imagenet-sample";
 
-/// Measure training speed (images/s of full training steps) or the speed of single ops.
+/// Measure training speed (images/s of full training steps), the speed of single ops, or how fast
+/// the ImageNet input pipeline feeds them.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
@@ -27,6 +29,36 @@ pub struct Args {
 enum What {
     Train(TrainArgs),
     Op(OpArgs),
+    Data(DataArgs),
+}
+
+const DATA_EXAMPLES: &str = "\
+Examples:
+  suite bench data --data imagenet=../shared/data/imagenet-sample
+  suite bench data --data imagenet=/data/imagenet --images 2000 --json
+  suite bench data --data imagenet=/data/imagenet --resolution 128
+
+Reads DIR/train/<wnid>/ if there is one, else the validation folders. The files are read once
+before timing, so the figures are of decoding and transforming, not of the disk.";
+
+/// Images/s of the ImageNet training pipeline (decode, scale augmentation, crop, flip, colour,
+/// normalisation, batching) on real JPEGs: decoding alone and the whole transform on one core, and
+/// the loader's batches on every core
+#[derive(Debug, clap::Args)]
+#[command(after_help = DATA_EXAMPLES)]
+struct DataArgs {
+    /// Images to time (the folder's first, in file order)
+    #[arg(long, default_value_t = 500)]
+    images: usize,
+    /// The training crop's side (the paper's 224; the scale range scales with it)
+    #[arg(long, default_value_t = 224)]
+    resolution: u32,
+    /// Images per batch of the loader
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 const TRAIN_EXAMPLES: &str = "\
@@ -110,11 +142,54 @@ struct OpArgs {
     json: bool,
 }
 
-pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Train(args) => train(args),
         What::Op(args) => op(args),
+        What::Data(args) => data(args, global),
     }
+}
+
+fn data(args: DataArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let dir = global
+        .data_path("imagenet")
+        .context("pass the images with --data imagenet=DIR")?;
+    let root = [dir.join("train"), dir.join("val"), dir.to_path_buf()]
+        .into_iter()
+        .find(|p| p.is_dir() && datasets::ImageFolder::open(p).is_ok())
+        .with_context(|| {
+            format!(
+                "{}: no image folders (train/<wnid>/, val/<wnid>/ or <wnid>/)",
+                dir.display()
+            )
+        })?;
+    let folder = datasets::ImageFolder::open(&root)?;
+    let report = trainer::bench::data(&folder, args.resolution, args.images, args.batch)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} images of {} (mean {:.0} kpixels), {}x{} crops:",
+            report.images,
+            root.display(),
+            report.mean_pixels / 1e3,
+            report.crop,
+            report.crop
+        );
+        println!(
+            "  decode only, 1 thread:         {:>8.1} images/s",
+            report.decode_per_s_1_thread
+        );
+        println!(
+            "  whole transform, 1 thread:     {:>8.1} images/s",
+            report.pipeline_per_s_1_thread
+        );
+        println!(
+            "  loader batches, {:>2} threads:    {:>8.1} images/s",
+            report.threads, report.pipeline_per_s_all_threads
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
