@@ -8,7 +8,7 @@ use experiments::store;
 use experiments::sweep::claims::{self, binomial_sd};
 use experiments::sweep::config::SweepConfig;
 use experiments::sweep::plan::{self, Options, Status};
-use experiments::sweep::tables::{self, LayerRow, RunRecord};
+use experiments::sweep::tables::{self, LayerRow, Measurements, RunRecord};
 
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
@@ -57,7 +57,7 @@ fn the_repository_sweeps_load() {
 
 #[test]
 fn the_imagenet_sweeps_load_and_plan_the_papers_protocol() {
-    for name in ["table2", "fig4", "table3"] {
+    for name in ["table2", "fig4", "table3", "table4"] {
         let config = SweepConfig::load(&configs(), name).unwrap();
         assert_eq!(config.header.dataset, "imagenet");
         assert!(!config.claims.is_empty(), "{name}");
@@ -72,13 +72,12 @@ fn the_imagenet_sweeps_load_and_plan_the_papers_protocol() {
         let config = SweepConfig::load(&configs(), name).unwrap();
         plan::plan(&config, profile, &protocol(), &options, store).unwrap()
     };
-    // Fig. 4's runs are Table 2's.
-    let table2: Vec<PathBuf> = plan_of("table2", "quick")
-        .into_iter()
-        .map(|r| r.dir)
-        .collect();
-    for run in plan_of("fig4", "quick") {
-        assert!(table2.contains(&run.dir), "{}", run.dir.display());
+    // Fig. 4's runs are Table 2's, Table 4's are Table 3's.
+    for (table, figure) in [("table2", "fig4"), ("table3", "table4")] {
+        let runs: Vec<PathBuf> = plan_of(table, "quick").into_iter().map(|r| r.dir).collect();
+        for run in plan_of(figure, "quick") {
+            assert!(runs.contains(&run.dir), "{figure}: {}", run.dir.display());
+        }
     }
     // The paper profile is the protocol of paper.toml: batch 256, lr 0.1 on a plateau, 600k
     // iterations, all classes at 224.
@@ -211,6 +210,16 @@ fn bad_configs_name_the_file_the_key_and_what_is_allowed() {
             "dataset = \"imagenet\"",
             vec!["runs[0].models[0]", "CIFAR net"],
         ),
+        (
+            "profiles_from = \"table6\"",
+            "profiles_from = \"table6\"\nviews = [\"10crop\"]",
+            vec!["experiment.views", "ImageNet"],
+        ),
+        (
+            "metric = \"final_train_error\"",
+            "metric = \"top1_error_10crop\"",
+            vec!["claims[0].check.metric", "views = [\"10crop\"]"],
+        ),
     ] {
         let err = config_with(&GOOD.replace(from, to)).1.unwrap_err();
         assert!(err.contains("bad.toml"), "{to}: {err}");
@@ -325,7 +334,11 @@ fn verdicts(
 ) -> Vec<(String, Verdict, String)> {
     let config = SweepConfig::load(&configs(), name).unwrap();
     let (paper, toml) = reference();
-    claims::decide(&config, profile, records, layers, &paper, &toml)
+    let measurements = Measurements {
+        layers: layers.to_vec(),
+        views: Vec::new(),
+    };
+    claims::decide(&config, profile, records, &measurements, &paper, &toml)
         .into_iter()
         .map(|v| (v.claim, v.verdict, v.why))
         .collect()
@@ -585,4 +598,115 @@ fn tables_keep_their_schema_through_parquet() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("suite_version"), "{err}");
+}
+
+#[test]
+fn claims_on_test_views_read_the_views_rows_and_are_not_run_without_them() {
+    use experiments::sweep::views::ViewErrors;
+    use trainer::eval::Views;
+    let (paper, toml) = reference();
+    let config = SweepConfig::load(&configs(), "table2").unwrap();
+    let records: Vec<RunRecord> = ["plain18", "plain34", "resnet18-a", "resnet34-a"]
+        .iter()
+        .map(|&model| RunRecord {
+            run_id: format!("{model}-seed0"),
+            model: model.into(),
+            ..record("resnet20", 0, 50.0, 50.0)
+        })
+        .collect();
+    let views = |model: &str, top1: f64| ViewErrors {
+        run_id: format!("{model}-seed0"),
+        views: Views::TenCrop,
+        images: 5000,
+        top1_error: top1,
+        top5_error: top1 / 3.0,
+    };
+    let decide_on = |profile: &str, views: Vec<ViewErrors>| {
+        let measurements = Measurements {
+            layers: Vec::new(),
+            views,
+        };
+        claims::decide(&config, profile, &records, &measurements, &paper, &toml)
+            .into_iter()
+            .map(|v| (v.claim, v.verdict, v.why))
+            .collect::<Vec<_>>()
+    };
+    let decide = |views| decide_on("quick", views);
+    // 5,000 images at about 35% error: a binomial sd of 0.67 points per net, so a 3-point gap
+    // holds, a 0.5-point one is inconclusive, and a reversed 3-point one fails.
+    let all = decide(vec![
+        views("plain18", 36.0),
+        views("plain34", 36.5),
+        views("resnet18-a", 38.0),
+        views("resnet34-a", 35.0),
+    ]);
+    assert_eq!(
+        verdict_of(&all, "table2-resnet34-beats-resnet18"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&all, "table2-plain34-higher-val-error"),
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        verdict_of(&all, "table2-resnet34-beats-plain34"),
+        Verdict::Held
+    );
+    let reversed = decide(vec![
+        views("plain18", 36.0),
+        views("plain34", 36.5),
+        views("resnet18-a", 32.0),
+        views("resnet34-a", 35.0),
+    ]);
+    assert_eq!(
+        verdict_of(&reversed, "table2-resnet34-beats-resnet18"),
+        Verdict::Failed
+    );
+    // Without the views' rows the claims on them are not run; the training-error ones still are.
+    let none = decide(Vec::new());
+    assert_eq!(
+        verdict_of(&none, "table2-resnet34-beats-resnet18"),
+        Verdict::NotRun
+    );
+    assert_ne!(
+        verdict_of(&none, "fig4-plain34-higher-train-error"),
+        Verdict::NotRun
+    );
+
+    // The paper profile: values within 3 sd of Table 2 (0.2 points of binomial noise on the
+    // paper's 50,000 images and 0.63 on the run's 5,000 at 28%: a band of about 2 points), and the
+    // gaps of §4.1 (2.8 and 3.5 points) within theirs.
+    let at_paper = |plain18, plain34, r18, r34| {
+        decide_on(
+            "paper",
+            vec![
+                views("plain18", plain18),
+                views("plain34", plain34),
+                views("resnet18-a", r18),
+                views("resnet34-a", r34),
+            ],
+        )
+    };
+    let close = at_paper(28.4, 28.0, 27.5, 25.3);
+    assert_eq!(
+        verdict_of(&close, "table2-values-within-bands"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&close, "table2-resnet34-gain-over-resnet18"),
+        Verdict::Held
+    );
+    assert_eq!(
+        verdict_of(&close, "table2-resnet34-reduction-over-plain34"),
+        Verdict::Held
+    );
+    let off = at_paper(28.0, 28.5, 33.5, 25.0);
+    assert_eq!(
+        verdict_of(&off, "table2-values-within-bands"),
+        Verdict::Failed
+    );
+    assert_eq!(
+        verdict_of(&off, "table2-resnet34-gain-over-resnet18"),
+        Verdict::Failed
+    );
 }

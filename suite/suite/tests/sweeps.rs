@@ -301,7 +301,7 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
         .stdout();
     assert!(synth.contains("wrote 4 classes"), "{synth}");
     let data = format!("imagenet={}", dir.join("imagenet").display());
-    let experiments = ["table2", "fig4", "table3"];
+    let experiments = ["table2", "fig4", "table3", "table4"];
 
     let out = dir
         .suite(&sweep_args(&experiments, "res", &data))
@@ -320,6 +320,32 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
     }
     let runs = std::fs::read_to_string(dir.join("res/table3/smoke/runs.csv")).unwrap();
     assert_eq!(runs.lines().count(), 1 + 7, "{runs}");
+    // Tables 2 and 3 score their nets with 10 crops, Table 4 Table 3's nets at multiple scales.
+    for experiment in ["table2", "table3", "table4"] {
+        assert!(
+            dir.join(&format!("res/{experiment}/smoke/views.parquet"))
+                .is_file()
+        );
+    }
+    let views = std::fs::read_dir(dir.join("res/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("resnet152-")
+        })
+        .unwrap();
+    for kind in ["10crop", "multiscale"] {
+        let text = std::fs::read_to_string(views.join(format!("views-{kind}.json"))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["images"], 12, "{text}");
+        assert!(v["top1_error"].as_f64().unwrap() <= 100.0, "{text}");
+    }
+    // The verdicts again from the tables on disk, the test views read back from views.parquet.
+    dir.suite(&["verify", "table4", "--profile", "smoke", "--out", "res"])
+        .code(0);
     assert!(
         out.contains("decided on the quick, paper profile(s) only"),
         "{out}"

@@ -129,10 +129,9 @@ fn scaled(base: u32, crop: u32) -> u32 {
     ((base as u64 * crop as u64 + 112) / 224) as u32
 }
 
-/// ImageNet from `DIR/train/<wnid>/` and the validation images under `DIR`: the paper's
-/// augmentation (scale, crop, flip, colour) for training, the center crop for evaluation, both at
-/// the spec's resolution.
-fn load_imagenet(spec: &RunSpec, device: &Device) -> Result<RunData, Error> {
+/// An ImageNet run's training images and the validation images it evaluates on (its classes, its
+/// evaluation subset), both relabelled by the run's class order.
+pub fn imagenet_folders(spec: &RunSpec) -> Result<(ImageFolder, ImageFolder), Error> {
     let root = spec
         .data
         .path
@@ -171,12 +170,26 @@ fn load_imagenet(spec: &RunSpec, device: &Device) -> Result<RunData, Error> {
         }
         .into());
     }
+    Ok((train, eval))
+}
+
+/// The side of an ImageNet run's crops: its resolution, else the paper's 224.
+pub fn imagenet_crop(spec: &RunSpec) -> u32 {
+    spec.data.resolution.unwrap_or(Transform::TRAIN.crop_size())
+}
+
+/// ImageNet from `DIR/train/<wnid>/` and the validation images under `DIR`: the paper's
+/// augmentation (scale, crop, flip, colour) for training, the center crop for evaluation, both at
+/// the spec's resolution.
+fn load_imagenet(spec: &RunSpec, device: &Device) -> Result<RunData, Error> {
+    let (train, eval) = imagenet_folders(spec)?;
+    let root = spec.data.path.as_deref().unwrap_or(Path::new(""));
     let checksum = listing_checksum(root, &train, &eval)?;
     let (low, high) = match Transform::TRAIN {
         Transform::Train { scale, .. } => scale,
         Transform::CenterCrop { .. } => unreachable!("TRAIN is a training transform"),
     };
-    let crop = spec.data.resolution.unwrap_or(Transform::TRAIN.crop_size());
+    let crop = imagenet_crop(spec);
     let train_set = Arc::new(FolderDataset {
         folder: train,
         transform: Transform::Train {

@@ -19,12 +19,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use datasets::folder::{self, MULTI_SCALES};
-use datasets::imagenet::Validation;
 
 use crate::Error;
 
 /// Which test views an image is scored on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Views {
     Center,
@@ -102,28 +101,60 @@ pub struct Evaluation {
     pub per_image: Vec<ImageResult>,
 }
 
+/// The paper's test geometry at a crop of `crop` pixels (224 in the paper; a net trained at a
+/// smaller resolution is tested at its own, every length scaled alike): the shorter side resized
+/// to 256 (scaled) for the center and 10 crops, and to 224, 256, 384, 480, 640 (scaled) for the
+/// multi-scale views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub crop: u32,
+}
+
+impl Geometry {
+    pub const PAPER: Geometry = Geometry { crop: 224 };
+
+    /// A length of the paper's geometry, scaled to this crop.
+    pub fn scaled(self, paper: u32) -> u32 {
+        ((paper as u64 * self.crop as u64 + 112) / 224) as u32
+    }
+}
+
 /// An image's views as one (views, 3, H, W) tensor on `device`; multi-scale views differ in size,
 /// so each is its own (1, 3, H, W) tensor.
 fn view_tensors(
     path: &std::path::Path,
     views: Views,
+    geometry: Geometry,
     device: &Device,
 ) -> Result<Vec<Tensor>, Error> {
     let img = folder::decode(path)?;
-    const SIZE: usize = 224;
+    let (crop, size) = (geometry.crop, geometry.crop as usize);
+    let resize = geometry.scaled(256);
     let tensor = |data: Vec<f32>, n: usize, h: usize, w: usize| {
         Tensor::from_vec(data, (n, 3, h, w), device).map_err(Error::from)
     };
     match views {
-        Views::Center => Ok(vec![tensor(folder::center_view(&img), 1, SIZE, SIZE)?]),
-        Views::TenCrop => {
-            let crops = folder::ten_crop(&img, 256, SIZE as u32);
-            Ok(vec![tensor(crops.concat(), 10, SIZE, SIZE)?])
+        Views::Center => {
+            let mut out = vec![0f32; 3 * size * size];
+            datasets::Transform::CenterCrop { resize, crop }
+                .apply(&img, &mut rand::SeedableRng::seed_from_u64(0), &mut out)
+                .map_err(|msg| datasets::Error::Corrupt {
+                    path: path.to_path_buf(),
+                    msg,
+                })?;
+            Ok(vec![tensor(out, 1, size, size)?])
         }
-        Views::MultiScale => folder::multi_scale(&img, &MULTI_SCALES)
-            .into_iter()
-            .map(|(data, (h, w))| tensor(data, 1, h, w))
-            .collect(),
+        Views::TenCrop => {
+            let crops = folder::ten_crop(&img, resize, crop);
+            Ok(vec![tensor(crops.concat(), 10, size, size)?])
+        }
+        Views::MultiScale => {
+            let scales = MULTI_SCALES.map(|s| geometry.scaled(s));
+            folder::multi_scale(&img, &scales)
+                .into_iter()
+                .map(|(data, (h, w))| tensor(data, 1, h, w))
+                .collect()
+        }
     }
 }
 
@@ -184,13 +215,13 @@ pub fn top5(probs: &Tensor) -> Result<Vec<Ranked>, Error> {
         .collect())
 }
 
-/// Scores every image of `val` with `views` on the nets (one, or an ensemble); `batch` images go
-/// through the nets at once (multi-scale runs each view alone). `on_images` is told how many
-/// images each batch finished, for progress.
+/// Scores every labelled image of `samples` with `views` at `geometry` on the nets (one, or an
+/// ensemble); `batch` images go through the nets at once (multi-scale runs each view alone).
+/// `on_images` is told how many images each batch finished, for progress.
 pub fn evaluate(
     nets: &[&nets::ResNet],
-    val: &Validation,
-    views: Views,
+    samples: &[(PathBuf, usize)],
+    (views, geometry): (Views, Geometry),
     device: &Device,
     batch: usize,
     mut on_images: impl FnMut(usize),
@@ -202,11 +233,14 @@ pub fn evaluate(
         return Err(Error::invalid("batch", "must be at least 1"));
     }
     let start = std::time::Instant::now();
-    let mut per_image = Vec::with_capacity(val.len());
-    for chunk in val.samples.chunks(batch) {
+    if samples.is_empty() {
+        return Err(Error::invalid("samples", "no image to evaluate"));
+    }
+    let mut per_image = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(batch) {
         let images = chunk
             .par_iter()
-            .map(|(path, _)| view_tensors(path, views, device))
+            .map(|(path, _)| view_tensors(path, views, geometry, device))
             .collect::<Result<Vec<_>, Error>>()?;
         let probs = probabilities(nets, views, &images)?;
         for ((path, label), (classes, p)) in chunk.iter().zip(top5(&probs)?) {
@@ -233,14 +267,15 @@ pub fn evaluate(
     })
 }
 
-/// The class probabilities one image gets under `views` (averaged over its views), for checks.
+/// The class probabilities one image gets under `views` at the paper's geometry (averaged over
+/// its views), for checks.
 pub fn image_probabilities(
     net: &nets::ResNet,
     path: &std::path::Path,
     views: Views,
     device: &Device,
 ) -> Result<Vec<f32>, Error> {
-    let images = [view_tensors(path, views, device)?];
+    let images = [view_tensors(path, views, Geometry::PAPER, device)?];
     let probs = probabilities(&[net], views, &images)?;
     Ok(probs.squeeze(0)?.to_vec1::<f32>()?)
 }

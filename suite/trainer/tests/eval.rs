@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::ModuleT;
 use datasets::folder::{self, MULTI_SCALES};
 use datasets::imagenet::{Validation, imagenet1k_wnids};
-use trainer::eval::{self, Views};
+use trainer::eval::{self, Geometry, Views};
 
 fn sample() -> Option<Validation> {
     let root = testkit::shared_data("imagenet-sample")?;
@@ -90,7 +90,15 @@ fn errors_count_the_labels_among_the_top_classes_and_ensembles_average_nets() {
     // Every 100th image: ten classes far apart.
     val.samples = val.samples.into_iter().step_by(100).collect();
     let (a, b) = (resnet18(0), resnet18(1));
-    let single = eval::evaluate(&[&a.net], &val, Views::Center, &Device::Cpu, 4, |_| {}).unwrap();
+    let single = eval::evaluate(
+        &[&a.net],
+        &val.samples,
+        (Views::Center, Geometry::PAPER),
+        &Device::Cpu,
+        4,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(single.images, 10);
     for r in &single.per_image {
         assert_eq!(r.top5.len(), 5);
@@ -110,8 +118,15 @@ fn errors_count_the_labels_among_the_top_classes_and_ensembles_average_nets() {
     assert_eq!(single.top5_error, top5 as f64 / 10.0);
 
     // Batching does not change a prediction.
-    let one_by_one =
-        eval::evaluate(&[&a.net], &val, Views::Center, &Device::Cpu, 1, |_| {}).unwrap();
+    let one_by_one = eval::evaluate(
+        &[&a.net],
+        &val.samples,
+        (Views::Center, Geometry::PAPER),
+        &Device::Cpu,
+        1,
+        |_| {},
+    )
+    .unwrap();
     for (x, y) in single.per_image.iter().zip(&one_by_one.per_image) {
         assert_eq!(x.top5, y.top5);
     }
@@ -120,8 +135,8 @@ fn errors_count_the_labels_among_the_top_classes_and_ensembles_average_nets() {
     let mut seen = 0;
     let pair = eval::evaluate(
         &[&a.net, &b.net],
-        &val,
-        Views::Center,
+        &val.samples,
+        (Views::Center, Geometry::PAPER),
         &Device::Cpu,
         4,
         |n| seen += n,

@@ -8,7 +8,8 @@
 use serde::Serialize;
 
 use super::config::{Check, Claim, Metric, SweepConfig, lookup, number};
-use super::tables::{LayerRow, RunRecord, mean_std};
+use super::tables::{Measurements, RunRecord, mean_std};
+use super::views::ViewErrors;
 use crate::Verdict;
 
 /// One claim's verdict, as `verdicts.json` holds it.
@@ -39,7 +40,12 @@ pub fn binomial_sd(percent: f64, n: u64) -> f64 {
     100.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt()
 }
 
-fn value(records: &[RunRecord], layers: &[LayerRow], model: &str, metric: Metric) -> Option<Value> {
+fn value(
+    records: &[RunRecord],
+    measurements: &Measurements,
+    model: &str,
+    metric: Metric,
+) -> Option<Value> {
     let rs: Vec<&RunRecord> = records.iter().filter(|r| r.model == model).collect();
     if rs.is_empty() {
         return None;
@@ -53,11 +59,37 @@ fn value(records: &[RunRecord], layers: &[LayerRow], model: &str, metric: Metric
             rs.iter().map(|r| r.final_test_error).collect(),
             rs[0].test_images,
         ),
+        m @ (Metric::Top1Error10Crop
+        | Metric::Top5Error10Crop
+        | Metric::Top1ErrorMultiscale
+        | Metric::Top5ErrorMultiscale) => {
+            let (views, top5) = m.views().expect("a views metric");
+            let per_run: Vec<&ViewErrors> = rs
+                .iter()
+                .filter_map(|r| {
+                    measurements
+                        .views
+                        .iter()
+                        .find(|v| v.run_id == r.run_id && v.views == views)
+                })
+                .collect();
+            if per_run.len() != rs.len() {
+                return None;
+            }
+            (
+                per_run
+                    .iter()
+                    .map(|v| if top5 { v.top5_error } else { v.top1_error })
+                    .collect(),
+                per_run[0].images as u64,
+            )
+        }
         Metric::ResponseStdMean => {
             let per_run: Vec<f64> = rs
                 .iter()
                 .filter_map(|r| {
-                    let stds: Vec<f64> = layers
+                    let stds: Vec<f64> = measurements
+                        .layers
                         .iter()
                         .filter(|l| l.run_id == r.run_id)
                         .map(|l| l.std)
@@ -110,7 +142,7 @@ pub fn decide(
     config: &SweepConfig,
     profile: &str,
     records: &[RunRecord],
-    layers: &[LayerRow],
+    measurements: &Measurements,
     paper: &paper::Paper,
     paper_toml: &toml::Value,
 ) -> Vec<VerdictRow> {
@@ -136,7 +168,8 @@ pub fn decide(
                     why: format!("decided on the {applies_to} profile(s) only"),
                 };
             }
-            let (verdict, measured, why) = check(&claim.check, records, layers, paper, paper_toml);
+            let (verdict, measured, why) =
+                check(&claim.check, records, measurements, paper, paper_toml);
             VerdictRow {
                 claim: claim.id.clone(),
                 statement,
@@ -174,6 +207,39 @@ fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
         Check::Band { models, sigmas, .. } => {
             format!("{} within {sigmas} sd of Table 6", models.join(", "))
         }
+        Check::PaperBand {
+            metric,
+            values,
+            sigmas,
+            ..
+        } => format!(
+            "{} within {sigmas} sd of the paper ({})",
+            values
+                .iter()
+                .map(|(m, k)| format!(
+                    "{m} {}",
+                    lookup(paper_toml, k)
+                        .and_then(number)
+                        .map_or("?".into(), |v| v.to_string())
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            metric.as_str()
+        ),
+        Check::Gap {
+            metric,
+            better,
+            worse,
+            paper_value,
+            sigmas,
+            ..
+        } => format!(
+            "{worse} - {better} = {} within {sigmas} sd ({})",
+            lookup(paper_toml, paper_value)
+                .and_then(number)
+                .map_or("?".into(), |v| v.to_string()),
+            metric.as_str()
+        ),
         Check::Lowest {
             metric,
             among,
@@ -209,12 +275,12 @@ fn combine(parts: &[Verdict]) -> Verdict {
 fn missing(
     models: &[&str],
     records: &[RunRecord],
-    layers: &[LayerRow],
+    measurements: &Measurements,
     metric: Metric,
 ) -> Vec<String> {
     models
         .iter()
-        .filter(|m| value(records, layers, m, metric).is_none())
+        .filter(|m| value(records, measurements, m, metric).is_none())
         .map(|m| m.to_string())
         .collect()
 }
@@ -230,7 +296,7 @@ fn not_run(missing: Vec<String>) -> (Verdict, String, String) {
 fn check(
     check: &Check,
     records: &[RunRecord],
-    layers: &[LayerRow],
+    measurements: &Measurements,
     paper: &paper::Paper,
     paper_toml: &toml::Value,
 ) -> (Verdict, String, String) {
@@ -242,7 +308,7 @@ fn check(
             min_gap,
         } => {
             let all: Vec<&str> = chains.iter().flatten().map(String::as_str).collect();
-            let gone = missing(&all, records, layers, *metric);
+            let gone = missing(&all, records, measurements, *metric);
             if !gone.is_empty() {
                 return not_run(gone);
             }
@@ -251,8 +317,8 @@ fn check(
             let mut why = Vec::new();
             for chain in chains {
                 for pair in chain.windows(2) {
-                    let a = value(records, layers, &pair[0], *metric).expect("checked above");
-                    let b = value(records, layers, &pair[1], *metric).expect("checked above");
+                    let a = value(records, measurements, &pair[0], *metric).expect("checked above");
+                    let b = value(records, measurements, &pair[1], *metric).expect("checked above");
                     let gap = b.mean - a.mean;
                     let margin = (sigmas * (a.se.powi(2) + b.se.powi(2)).sqrt()).max(*min_gap);
                     let v = ordering(gap, margin);
@@ -276,7 +342,7 @@ fn check(
             model,
             paper_value,
         } => {
-            let Some(v) = value(records, layers, model, *metric) else {
+            let Some(v) = value(records, measurements, model, *metric) else {
                 return not_run(vec![model.clone()]);
             };
             let Some(limit) = lookup(paper_toml, paper_value).and_then(number) else {
@@ -303,14 +369,14 @@ fn check(
             sigmas,
         } => {
             let names: Vec<&str> = models.iter().map(String::as_str).collect();
-            let gone = missing(&names, records, layers, *metric);
+            let gone = missing(&names, records, measurements, *metric);
             if !gone.is_empty() {
                 return not_run(gone);
             }
             let mut parts = Vec::new();
             let (mut measured, mut why) = (Vec::new(), Vec::new());
             for model in models {
-                let v = value(records, layers, model, *metric).expect("checked above");
+                let v = value(records, measurements, model, *metric).expect("checked above");
                 let depth = model
                     .parse::<nets::ModelSpec>()
                     .map(|s| s.depth())
@@ -342,6 +408,65 @@ fn check(
             };
             (verdict, measured.join("; "), why.join("; "))
         }
+        Check::PaperBand {
+            metric,
+            values,
+            paper_images,
+            sigmas,
+        } => {
+            let names: Vec<&str> = values.keys().map(String::as_str).collect();
+            let gone = missing(&names, records, measurements, *metric);
+            if !gone.is_empty() {
+                return not_run(gone);
+            }
+            let mut parts = Vec::new();
+            let (mut measured, mut why) = (Vec::new(), Vec::new());
+            for (model, paper_key) in values {
+                let v = value(records, measurements, model, *metric).expect("checked above");
+                let reference = lookup(paper_toml, paper_key)
+                    .and_then(number)
+                    .expect("checked when the config was read");
+                let paper_sd = binomial_sd(reference, *paper_images);
+                let band = sigmas * (paper_sd.powi(2) + v.se.powi(2)).sqrt();
+                let held = (v.mean - reference).abs() <= band;
+                parts.push(if held { Verdict::Held } else { Verdict::Failed });
+                measured.push(show(model, v));
+                why.push(format!(
+                    "{model}: {:.2} vs paper {reference:.2} ({paper_key}), band ±{band:.2}",
+                    v.mean
+                ));
+            }
+            (combine(&parts), measured.join("; "), why.join("; "))
+        }
+        Check::Gap {
+            metric,
+            better,
+            worse,
+            paper_value,
+            paper_images,
+            sigmas,
+        } => {
+            let gone = missing(&[better, worse], records, measurements, *metric);
+            if !gone.is_empty() {
+                return not_run(gone);
+            }
+            let b = value(records, measurements, better, *metric).expect("checked above");
+            let w = value(records, measurements, worse, *metric).expect("checked above");
+            let paper_gap = lookup(paper_toml, paper_value)
+                .and_then(number)
+                .expect("checked when the config was read");
+            // The paper's two errors each carry a binomial sd near their level; the gap's sd
+            // combines two of them.
+            let paper_sd = binomial_sd(w.mean.max(b.mean), *paper_images) * 2f64.sqrt();
+            let band = sigmas * (paper_sd.powi(2) + b.se.powi(2) + w.se.powi(2)).sqrt();
+            let gap = w.mean - b.mean;
+            let held = (gap - paper_gap).abs() <= band;
+            (
+                if held { Verdict::Held } else { Verdict::Failed },
+                format!("{}; {}: gap {gap:.2}", show(better, b), show(worse, w)),
+                format!("gap {gap:.2} vs paper {paper_gap:.2} ({paper_value}), band ±{band:.2}"),
+            )
+        }
         Check::Lowest {
             metric,
             among,
@@ -349,17 +474,17 @@ fn check(
             sigmas,
         } => {
             let names: Vec<&str> = among.iter().map(String::as_str).collect();
-            let gone = missing(&names, records, layers, *metric);
+            let gone = missing(&names, records, measurements, *metric);
             if !gone.is_empty() {
                 return not_run(gone);
             }
-            let e = value(records, layers, expected, *metric).expect("checked above");
+            let e = value(records, measurements, expected, *metric).expect("checked above");
             let mut parts = Vec::new();
             let mut why = Vec::new();
             let mut measured = Vec::new();
             let mut lowest = (expected.as_str(), e.mean);
             for other in among {
-                let o = value(records, layers, other, *metric).expect("checked above");
+                let o = value(records, measurements, other, *metric).expect("checked above");
                 measured.push(show(other, o));
                 if o.mean < lowest.1 {
                     lowest = (other, o.mean);
@@ -386,14 +511,17 @@ fn check(
             failed_at,
         } => {
             let names: Vec<&str> = pairs.iter().flatten().map(String::as_str).collect();
-            let gone = missing(&names, records, layers, Metric::ResponseStdMean);
+            let gone = missing(&names, records, measurements, Metric::ResponseStdMean);
             if !gone.is_empty() {
                 return not_run(gone);
             }
             let (mut smaller, mut total) = (0usize, 0usize);
             let mut measured = Vec::new();
             for [a, b] in pairs {
-                let (la, lb) = (per_layer(records, layers, a), per_layer(records, layers, b));
+                let (la, lb) = (
+                    per_layer(records, measurements, a),
+                    per_layer(records, measurements, b),
+                );
                 if la.len() != lb.len() {
                     return (
                         Verdict::NotRun,
@@ -429,14 +557,18 @@ fn check(
 }
 
 /// A model's response std per layer, averaged over its seeds.
-fn per_layer(records: &[RunRecord], layers: &[LayerRow], model: &str) -> Vec<f64> {
+fn per_layer(records: &[RunRecord], measurements: &Measurements, model: &str) -> Vec<f64> {
     let runs: Vec<&str> = records
         .iter()
         .filter(|r| r.model == model)
         .map(|r| r.run_id.as_str())
         .collect();
     let mut sums: Vec<(f64, usize)> = Vec::new();
-    for l in layers.iter().filter(|l| runs.contains(&l.run_id.as_str())) {
+    for l in measurements
+        .layers
+        .iter()
+        .filter(|l| runs.contains(&l.run_id.as_str()))
+    {
         let i = l.layer as usize - 1;
         if sums.len() <= i {
             sums.resize(i + 1, (0.0, 0));

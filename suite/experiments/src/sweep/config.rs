@@ -23,6 +23,10 @@ pub struct Header {
     /// Measure each trained net's layer responses (Fig. 7) into `fig7.parquet`.
     #[serde(default)]
     pub responses: bool,
+    /// ImageNet: score each trained net with these test views (`10crop`, `multiscale`, `center`)
+    /// into `views.parquet`, for the metrics named after them.
+    #[serde(default)]
+    pub views: Vec<trainer::eval::Views>,
 }
 
 /// `[[runs]]`: models trained with each of the seeds.
@@ -96,6 +100,13 @@ pub enum Metric {
     FinalTestError,
     /// Mean over layers of the standard deviation of the 3x3 layers' responses (Fig. 7).
     ResponseStdMean,
+    /// ImageNet validation error (%) of the final weights under the paper's test views.
+    #[serde(rename = "top1_error_10crop")]
+    Top1Error10Crop,
+    #[serde(rename = "top5_error_10crop")]
+    Top5Error10Crop,
+    Top1ErrorMultiscale,
+    Top5ErrorMultiscale,
 }
 
 impl Metric {
@@ -104,6 +115,22 @@ impl Metric {
             Metric::FinalTrainError => "final_train_error",
             Metric::FinalTestError => "final_test_error",
             Metric::ResponseStdMean => "response_std_mean",
+            Metric::Top1Error10Crop => "top1_error_10crop",
+            Metric::Top5Error10Crop => "top5_error_10crop",
+            Metric::Top1ErrorMultiscale => "top1_error_multiscale",
+            Metric::Top5ErrorMultiscale => "top5_error_multiscale",
+        }
+    }
+
+    /// The test views the metric is measured with, and whether it is the top-5 error.
+    pub fn views(self) -> Option<(trainer::eval::Views, bool)> {
+        use trainer::eval::Views;
+        match self {
+            Metric::Top1Error10Crop => Some((Views::TenCrop, false)),
+            Metric::Top5Error10Crop => Some((Views::TenCrop, true)),
+            Metric::Top1ErrorMultiscale => Some((Views::MultiScale, false)),
+            Metric::Top5ErrorMultiscale => Some((Views::MultiScale, true)),
+            _ => None,
         }
     }
 }
@@ -140,6 +167,25 @@ pub enum Check {
         among: Vec<String>,
         expected: String,
         #[serde(default = "one")]
+        sigmas: f64,
+    },
+    /// Each model's mean lies within `sigmas` combined standard deviations of the paper's value at
+    /// its key of paper.toml (`values`: model -> key), the paper's deviation being the binomial
+    /// one of an error rate on `paper_images`.
+    PaperBand {
+        metric: Metric,
+        values: BTreeMap<String, String>,
+        paper_images: u64,
+        sigmas: f64,
+    },
+    /// The gap `worse - better` is the paper's (at `paper_value`) within `sigmas` combined standard
+    /// deviations of the two means and of the paper's gap (binomial on `paper_images`).
+    Gap {
+        metric: Metric,
+        better: String,
+        worse: String,
+        paper_value: String,
+        paper_images: u64,
         sigmas: f64,
     },
     /// Per layer, the first net's response std is below the second's; held when the fraction of
@@ -244,6 +290,12 @@ impl SweepConfig {
                 ));
             }
         };
+        if !imagenet && !file.experiment.views.is_empty() {
+            return Err(invalid(
+                "experiment.views".into(),
+                "test views are measured on ImageNet sweeps only".into(),
+            ));
+        }
         if imagenet && file.experiment.responses {
             return Err(invalid(
                 "experiment.responses".into(),
@@ -415,6 +467,23 @@ impl SweepConfig {
                     ))
                 }
             };
+            let metric = match &claim.check {
+                Check::Ascending { metric, .. }
+                | Check::Below { metric, .. }
+                | Check::Band { metric, .. }
+                | Check::PaperBand { metric, .. }
+                | Check::Gap { metric, .. }
+                | Check::Lowest { metric, .. } => Some(*metric),
+                Check::SmallerResponses { .. } => None,
+            };
+            if let Some((views, _)) = metric.and_then(Metric::views)
+                && !file.experiment.views.contains(&views)
+            {
+                return Err(invalid(
+                    key("check.metric"),
+                    format!("needs `views = [\"{views}\"]` in [experiment]"),
+                ));
+            }
             match &claim.check {
                 Check::Ascending { chains, .. } => {
                     for (i, chain) in chains.iter().enumerate() {
@@ -455,6 +524,32 @@ impl SweepConfig {
                         return Err(invalid(
                             key("check.expected"),
                             format!("`{expected}` is not among {}", among.join(", ")),
+                        ));
+                    }
+                }
+                Check::PaperBand { values, .. } => {
+                    for (model, paper_key) in values {
+                        known(key(&format!("check.values.{model}")), model)?;
+                        if lookup(&paper_toml, paper_key).and_then(number).is_none() {
+                            return Err(invalid(
+                                key(&format!("check.values.{model}")),
+                                format!("`{paper_key}` is not a number in {}", reference.display()),
+                            ));
+                        }
+                    }
+                }
+                Check::Gap {
+                    better,
+                    worse,
+                    paper_value,
+                    ..
+                } => {
+                    known(key("check.better"), better)?;
+                    known(key("check.worse"), worse)?;
+                    if lookup(&paper_toml, paper_value).and_then(number).is_none() {
+                        return Err(invalid(
+                            key("check.paper_value"),
+                            format!("`{paper_value}` is not a number in {}", reference.display()),
                         ));
                     }
                 }

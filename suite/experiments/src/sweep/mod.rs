@@ -1,12 +1,13 @@
 //! Sweeps: an experiment that trains many runs (models x seeds) under a profile, then tabulates
 //! them and decides the paper's claims. [`config`] reads the experiment, [`plan`] turns it into
 //! runs in a shared run store, [`execute`] trains what is missing, [`responses`] measures Fig. 7,
-//! [`tables`] writes the polars tables and [`claims`] the verdicts.
+//! [`views`] scores ImageNet nets with the paper's test views, [`tables`] writes the polars
+//! tables and [`claims`] the verdicts.
 //!
 //! Layout under the results directory:
 //! - `runs/<run-id>/`: one run (the trainer's directory), found by its spec's id, so a figure
 //!   that needs a table's run finds it done;
-//! - `<experiment>/<profile>/`: `runs`, `curves`, `summary`, `fig7` (parquet; `runs` and
+//! - `<experiment>/<profile>/`: `runs`, `curves`, `summary`, `fig7`, `views` (parquet; `runs` and
 //!   `verdicts` also as CSV), `verdicts.json` and `sweep.json` (the command that wrote them),
 //!   rewritten as a whole after each sweep.
 
@@ -16,6 +17,7 @@ pub mod execute;
 pub mod plan;
 pub mod responses;
 pub mod tables;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +27,7 @@ use crate::{Error, Verdict};
 use claims::VerdictRow;
 use config::SweepConfig;
 use plan::PlannedRun;
-use tables::{LayerRow, ModelSummary, RunRecord, polars_at};
+use tables::{Measurements, ModelSummary, RunRecord, polars_at};
 
 /// `<results>/runs`: where every sweep keeps its runs.
 pub fn store_dir(results: &Path) -> PathBuf {
@@ -177,17 +179,29 @@ pub fn tabulate(
     let mut frame = tables::runs_frame(&records).map_err(polars_at(&dir))?;
     written.extend(write_table(&mut frame, &dir, "runs")?);
     written.push(write_parquet(&mut curves, &dir, "curves")?);
-    let mut layers = Vec::new();
+    let mut measurements = Measurements::default();
     if config.header.responses {
         let mut measured = Vec::new();
         for run in runs.iter().filter(|r| r.status == plan::Status::Done) {
             measured.push((run, responses::measure(&run.spec, &run.dir, cache_dir)?));
         }
-        layers = tables::layer_rows(&measured);
-        let mut frame = tables::layers_frame(&layers).map_err(polars_at(&dir))?;
+        measurements.layers = tables::layer_rows(&measured);
+        let mut frame = tables::layers_frame(&measurements.layers).map_err(polars_at(&dir))?;
         written.push(write_parquet(&mut frame, &dir, "fig7")?);
     }
-    let mut outcome = decide(config, profile, records, layers, configs, &dir)?;
+    if !config.header.views.is_empty() {
+        for run in runs.iter().filter(|r| r.status == plan::Status::Done) {
+            for &kind in &config.header.views {
+                measurements
+                    .views
+                    .push(views::measure(&run.spec, &run.dir, kind)?);
+            }
+        }
+        let mut frame =
+            tables::views_frame(&records, &measurements.views).map_err(polars_at(&dir))?;
+        written.push(write_parquet(&mut frame, &dir, "views")?);
+    }
+    let mut outcome = decide(config, profile, records, &measurements, configs, &dir)?;
     written.append(&mut outcome.written);
     outcome.written = written;
     Ok(outcome)
@@ -210,26 +224,29 @@ pub fn verify(
         });
     }
     let records = tables::records_from(&read_parquet(&runs_path)?, &runs_path)?;
+    let mut measurements = Measurements::default();
     let layers_path = dir.join("fig7.parquet");
-    let layers = if config.header.responses && layers_path.is_file() {
-        tables::layers_from(&read_parquet(&layers_path)?, &layers_path)?
-    } else {
-        Vec::new()
-    };
-    decide(config, profile, records, layers, configs, &dir)
+    if config.header.responses && layers_path.is_file() {
+        measurements.layers = tables::layers_from(&read_parquet(&layers_path)?, &layers_path)?;
+    }
+    let views_path = dir.join("views.parquet");
+    if !config.header.views.is_empty() && views_path.is_file() {
+        measurements.views = tables::views_from(&read_parquet(&views_path)?, &views_path)?;
+    }
+    decide(config, profile, records, &measurements, configs, &dir)
 }
 
 fn decide(
     config: &SweepConfig,
     profile: &str,
     records: Vec<RunRecord>,
-    layers: Vec<LayerRow>,
+    measurements: &Measurements,
     configs: &Path,
     dir: &Path,
 ) -> Result<Outcome, Error> {
     let (paper, paper_toml) = reference(configs)?;
     let summaries = tables::summarise(&records, &paper);
-    let verdicts = claims::decide(config, profile, &records, &layers, &paper, &paper_toml);
+    let verdicts = claims::decide(config, profile, &records, measurements, &paper, &paper_toml);
     let mut written = Vec::new();
     let mut frame = tables::summary_frame(&summaries).map_err(polars_at(dir))?;
     written.push(write_parquet(&mut frame, dir, "summary")?);

@@ -389,6 +389,56 @@ pub fn summarise(records: &[RunRecord], paper: &paper::Paper) -> Vec<ModelSummar
         .collect()
 }
 
+/// What a sweep measured beyond its run records: layer responses (Fig. 7) and errors under the
+/// paper's test views.
+#[derive(Debug, Clone, Default)]
+pub struct Measurements {
+    pub layers: Vec<LayerRow>,
+    pub views: Vec<super::views::ViewErrors>,
+}
+
+/// The `views` table: one row per run and kind of views.
+pub fn views_frame(
+    records: &[RunRecord],
+    views: &[super::views::ViewErrors],
+) -> PolarsResult<DataFrame> {
+    let record = |id: &str| records.iter().find(|r| r.run_id == id);
+    df!(
+        "run_id" => views.iter().map(|v| v.run_id.clone()).collect::<Vec<_>>(),
+        "model" => views.iter().map(|v| record(&v.run_id).map(|r| r.model.clone())).collect::<Vec<_>>(),
+        "seed" => views.iter().map(|v| record(&v.run_id).map(|r| r.seed)).collect::<Vec<_>>(),
+        "views" => views.iter().map(|v| v.views.to_string()).collect::<Vec<_>>(),
+        "images" => views.iter().map(|v| v.images as u64).collect::<Vec<_>>(),
+        "top1_error" => views.iter().map(|v| v.top1_error).collect::<Vec<_>>(),
+        "top5_error" => views.iter().map(|v| v.top5_error).collect::<Vec<_>>(),
+    )
+}
+
+/// The rows of a `views` table written by [`views_frame`].
+pub fn views_from(df: &DataFrame, path: &Path) -> Result<Vec<super::views::ViewErrors>, Error> {
+    let c = Columns::new(df, path);
+    let ids = c.strings("run_id")?;
+    let views = c.strings("views")?;
+    let images = c.u64s("images")?;
+    let top1 = c.f64s("top1_error")?;
+    let top5 = c.f64s("top5_error")?;
+    (0..df.height())
+        .map(|i| {
+            Ok(super::views::ViewErrors {
+                run_id: ids[i].clone(),
+                views: views[i].parse().map_err(|msg: String| Error::Column {
+                    path: path.to_path_buf(),
+                    column: "views".into(),
+                    source: PolarsError::ComputeError(msg.into()),
+                })?,
+                images: images[i] as usize,
+                top1_error: top1[i],
+                top5_error: top5[i],
+            })
+        })
+        .collect()
+}
+
 /// The rows of a `summary` table written by [`summary_frame`].
 pub fn summaries_from(df: &DataFrame, path: &Path) -> Result<Vec<ModelSummary>, Error> {
     let c = Columns::new(df, path);
