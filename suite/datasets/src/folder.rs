@@ -51,6 +51,20 @@ pub fn is_image(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
 }
 
+/// The images directly in `dir`, sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_image(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The samples of an image folder.
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
@@ -74,16 +88,7 @@ impl ImageFolder {
         classes.sort();
         let mut samples = Vec::new();
         for (label, class) in classes.iter().enumerate() {
-            let dir = root.join(class);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|source| Error::Io {
-                    path: dir.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_image(p))
-                .collect();
-            files.sort();
+            let files = image_files(&root.join(class))?;
             samples.extend(files.into_iter().map(|f| (f, label)));
         }
         if samples.is_empty() {

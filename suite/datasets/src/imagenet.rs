@@ -9,9 +9,12 @@
 //!   `ILSVRC/Data/CLS-LOC/val/*.JPEG` (or `val/*.JPEG`, or the images beside the file) with
 //!   `LOC_val_solution.csv`, whose `PredictionString` starts with the image's wnid.
 //!
-//! The official flat `ILSVRC2012_img_val/` with the devkit's ground-truth file is recognised and
-//! refused with a message: its labels are the devkit's ILSVRC2012 ids, whose wnids are listed only
-//! in the devkit's MATLAB `meta.mat`.
+//! - the official flat `ILSVRC2012_val_*.JPEG` files (in `ILSVRC2012_img_val/`, `val/` or the
+//!   directory itself) with the
+//!   devkit (`ILSVRC2012_devkit_t12/data/`, in the directory, beside the images or one level
+//!   up): its
+//!   `ILSVRC2012_validation_ground_truth.txt` labels the images in file order by ILSVRC2012 id, and
+//!   its MATLAB `meta.mat` maps those ids to wnids ([`crate::matfile`]), as torchvision reads them.
 //!
 //! Class indices follow the model: ImageNet-1k models index the 1,000 wnids in sorted order (as
 //! torchvision's weights do, [`IMAGENET1K_CLASSES`]); a model trained on a subset of classes
@@ -24,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::folder::{ImageFolder, is_image};
+use crate::folder::{ImageFolder, image_files, is_image};
 
 /// The 1,000 ImageNet-1k classes in torchvision's index order (sorted wnids), each with a short
 /// English name: `wnid name` per line. The names are those of the shared ImageNet sample's files
@@ -55,7 +58,13 @@ pub enum Layout {
     Folder { root: PathBuf },
     /// Flat images in `images`, labelled by the Kaggle `LOC_val_solution.csv`.
     Kaggle { images: PathBuf, solution: PathBuf },
+    /// The official flat images, labelled by the devkit (its directory `data/`).
+    Devkit { images: PathBuf, devkit: PathBuf },
 }
+
+/// The devkit's files, in its `data/` directory.
+const GROUND_TRUTH: &str = "ILSVRC2012_validation_ground_truth.txt";
+const META: &str = "meta.mat";
 
 impl Layout {
     /// Recognises the layout under `dir`; the error says which layouts were looked for.
@@ -77,36 +86,50 @@ impl Layout {
                 }
             }
         }
-        for root in [dir.join("val"), dir.to_path_buf()] {
-            if has_class_folders(&root) {
-                return Ok(Self::Folder { root });
-            }
-        }
-        let devkit = [
+        let official = [
             dir.join("ILSVRC2012_img_val"),
-            dir.join("ILSVRC2012_devkit_t12"),
+            dir.join("val"),
+            dir.to_path_buf(),
         ]
         .into_iter()
-        .any(|p| p.exists())
-            || std::fs::read_dir(dir).is_ok_and(|entries| {
+        .find(|p| {
+            std::fs::read_dir(p).is_ok_and(|entries| {
                 entries.filter_map(|e| e.ok()).any(|e| {
                     e.file_name()
                         .to_string_lossy()
                         .starts_with("ILSVRC2012_val_")
                 })
-            });
-        let msg = if devkit {
-            "holds the official flat validation images, whose devkit labels them by ILSVRC2012 id \
-             (mapped to wnids only in the devkit's meta.mat), which is not read: sort the images \
-             into val/<wnid>/ folders (the devkit's valprep.sh does it) or use the Kaggle copy \
-             with LOC_val_solution.csv"
-        } else {
-            "is not an ImageNet validation set: expected val/<wnid>/<image> (or <wnid>/<image>) \
-             folders, or flat images with the Kaggle LOC_val_solution.csv"
-        };
+            })
+        });
+        if let Some(images) = official {
+            let devkit = [dir, &images, &dir.join("..")]
+                .into_iter()
+                .map(|d| d.join("ILSVRC2012_devkit_t12/data"))
+                .find(|d| d.join(GROUND_TRUTH).is_file() && d.join(META).is_file());
+            return match devkit {
+                Some(devkit) => Ok(Self::Devkit { images, devkit }),
+                None => Err(Error::Source {
+                    path: dir.to_path_buf(),
+                    msg: format!(
+                        "holds the official flat validation images but not the devkit that labels \
+                         them: expected ILSVRC2012_devkit_t12/data/{GROUND_TRUTH} and {META} \
+                         beside them (or sort the images into val/<wnid>/ folders)"
+                    ),
+                }),
+            };
+        }
+        // After the flat layouts, whose image directory would otherwise pass for a class folder.
+        for root in [dir.join("val"), dir.to_path_buf()] {
+            if has_class_folders(&root) {
+                return Ok(Self::Folder { root });
+            }
+        }
         Err(Error::Source {
             path: dir.to_path_buf(),
-            msg: msg.into(),
+            msg: "is not an ImageNet validation set: expected val/<wnid>/<image> (or \
+                  <wnid>/<image>) folders, flat images with the Kaggle LOC_val_solution.csv, or \
+                  the official flat images with the devkit"
+                .into(),
         })
     }
 }
@@ -222,7 +245,7 @@ impl Validation {
     pub fn into_folder(self) -> ImageFolder {
         let root = match self.layout {
             Layout::Folder { root } => root,
-            Layout::Kaggle { images, .. } => images,
+            Layout::Kaggle { images, .. } | Layout::Devkit { images, .. } => images,
         };
         ImageFolder {
             root,
@@ -261,18 +284,31 @@ impl Validation {
                     }
                 }
             }
+            Layout::Devkit { images, devkit } => {
+                let labels = read_devkit(devkit)?;
+                let files = image_files(images)?;
+                if files.len() != labels.len() {
+                    return Err(Error::Source {
+                        path: devkit.join(GROUND_TRUTH),
+                        msg: format!(
+                            "labels {} images, {} holds {}",
+                            labels.len(),
+                            images.display(),
+                            files.len()
+                        ),
+                    });
+                }
+                for (path, wnid) in files.into_iter().zip(labels) {
+                    match index.get(wnid.as_str()) {
+                        Some(&class) => samples.push((path, class)),
+                        None if only => {}
+                        None => return Err(unknown(&devkit.join(GROUND_TRUTH), &wnid)),
+                    }
+                }
+            }
             Layout::Kaggle { images, solution } => {
                 let labels = read_kaggle_solution(solution)?;
-                let mut files: Vec<PathBuf> = std::fs::read_dir(images)
-                    .map_err(|source| Error::Io {
-                        path: images.clone(),
-                        source,
-                    })?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| is_image(p))
-                    .collect();
-                files.sort();
-                for path in files {
+                for path in image_files(images)? {
                     let id = path
                         .file_stem()
                         .map(|s| s.to_string_lossy().into_owned())
@@ -368,6 +404,46 @@ pub fn write_synthetic(
         }
     }
     Ok(wnids)
+}
+
+/// The wnid of each official validation image, in file order: the ground-truth file's ids
+/// (one per line) through `meta.mat`'s synsets.
+fn read_devkit(devkit: &Path) -> Result<Vec<String>, Error> {
+    let meta_path = devkit.join(META);
+    let bytes = std::fs::read(&meta_path).map_err(|source| Error::Io {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let wnids: HashMap<u32, String> = crate::matfile::devkit_wnids(&bytes)
+        .map_err(|msg| Error::Corrupt {
+            path: meta_path.clone(),
+            msg,
+        })?
+        .into_iter()
+        .collect();
+    let truth = devkit.join(GROUND_TRUTH);
+    let text = std::fs::read_to_string(&truth).map_err(|source| Error::Io {
+        path: truth.clone(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let id: u32 = line.trim().parse().map_err(|_| Error::Corrupt {
+                path: truth.clone(),
+                msg: format!("line {}: expected a class id, got `{line}`", i + 1),
+            })?;
+            wnids.get(&id).cloned().ok_or_else(|| Error::Corrupt {
+                path: truth.clone(),
+                msg: format!(
+                    "line {}: class id {id} is not in {}",
+                    i + 1,
+                    meta_path.display()
+                ),
+            })
+        })
+        .collect()
 }
 
 /// `LOC_val_solution.csv`: `ImageId,PredictionString` with the wnid first in the prediction

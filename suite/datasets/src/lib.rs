@@ -23,6 +23,7 @@ pub mod folder;
 pub mod imagenet;
 pub mod info;
 pub mod loader;
+pub mod matfile;
 mod seed;
 pub mod split;
 

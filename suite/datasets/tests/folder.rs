@@ -279,16 +279,17 @@ fn validation_layouts_are_recognised_and_labelled_by_the_models_classes() {
         "{err}"
     );
 
-    // The official flat directory is recognised and refused with what to do instead.
+    // The official flat images without their devkit: what is missing is named.
     let devkit = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(devkit.path().join("ILSVRC2012_img_val")).unwrap();
+    let official = devkit.path().join("ILSVRC2012_img_val");
+    std::fs::create_dir_all(&official).unwrap();
+    gradient(300, 260)
+        .save(official.join("ILSVRC2012_val_00000001.JPEG"))
+        .unwrap();
     let err = Validation::open(devkit.path(), &classes)
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("meta.mat") && err.contains("valprep.sh"),
-        "{err}"
-    );
+    assert!(err.contains("meta.mat") && err.contains("devkit"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
     let err = Validation::open(empty.path(), &classes)

@@ -27,8 +27,9 @@ and 3); `multiscale` scores the whole image with its shorter side at 224, 256, 3
 averaged over positions). An image's prediction is the softmax averaged over its views, then over
 the nets of an ensemble (Table 5's method).
 
-The validation set may be image folders (DIR/val/<wnid>/*, or DIR/<wnid>/*) or the Kaggle copy
-(flat images with LOC_val_solution.csv). Classes are indexed as torchvision's weights index them
+The validation set may be image folders (DIR/val/<wnid>/*, or DIR/<wnid>/*), the Kaggle copy
+(flat images with LOC_val_solution.csv), or the official flat ILSVRC2012_img_val/ with the devkit
+(ILSVRC2012_devkit_t12/data/: the ground-truth ids and meta.mat). Classes are indexed as torchvision's weights index them
 (the 1,000 sorted wnids); a net trained on N classes (`suite train --classes N`) is scored on the
 N classes spread over the validation folders, as training chose them from the training folders.
 Weights use torchvision's names: converted torchvision checkpoints and a run's weights.safetensors.
@@ -128,7 +129,8 @@ fn trained_classes(weights: &Path) -> anyhow::Result<Option<usize>> {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let data = global.data_path("imagenet").with_context(|| {
         "no ImageNet validation set: pass --data imagenet=DIR (DIR/val/<wnid>/<image>, \
-         DIR/<wnid>/<image>, or the Kaggle copy with LOC_val_solution.csv)"
+         DIR/<wnid>/<image>, the Kaggle copy with LOC_val_solution.csv, or the official \
+         ILSVRC2012_img_val/ with ILSVRC2012_devkit_t12/)"
     })?;
     let device = args.device.open()?;
     let mut members = vec![(args.model.clone(), args.weights.clone())];
@@ -189,9 +191,14 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
         );
         bar.set_message(format!("{label} {views}"));
-        let evaluation = trainer::eval::evaluate(&nets, &val, views, &device, args.batch, |n| {
-            bar.inc(n as u64)
-        })?;
+        let evaluation = trainer::eval::evaluate(
+            &nets,
+            &val.samples,
+            (views, trainer::eval::Geometry::PAPER),
+            &device,
+            args.batch,
+            |n| bar.inc(n as u64),
+        )?;
         bar.finish_and_clear();
         write_predictions(&out.join(format!("predictions-{views}.csv")), &evaluation)?;
         rows.push(Row {
