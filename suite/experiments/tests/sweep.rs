@@ -336,7 +336,7 @@ fn verdicts(
     let (paper, toml) = reference();
     let measurements = Measurements {
         layers: layers.to_vec(),
-        views: Vec::new(),
+        ..Measurements::default()
     };
     claims::decide(&config, profile, records, &measurements, &paper, &toml)
         .into_iter()
@@ -623,8 +623,8 @@ fn claims_on_test_views_read_the_views_rows_and_are_not_run_without_them() {
     };
     let decide_on = |profile: &str, views: Vec<ViewErrors>| {
         let measurements = Measurements {
-            layers: Vec::new(),
             views,
+            ..Measurements::default()
         };
         claims::decide(&config, profile, &records, &measurements, &paper, &toml)
             .into_iter()
@@ -669,7 +669,7 @@ fn claims_on_test_views_read_the_views_rows_and_are_not_run_without_them() {
         Verdict::NotRun
     );
     assert_ne!(
-        verdict_of(&none, "fig4-plain34-higher-train-error"),
+        verdict_of(&none, "fig4-resnet34-lower-train-error"),
         Verdict::NotRun
     );
 
@@ -709,4 +709,78 @@ fn claims_on_test_views_read_the_views_rows_and_are_not_run_without_them() {
         verdict_of(&off, "table2-resnet34-gain-over-resnet18"),
         Verdict::Failed
     );
+}
+
+#[test]
+fn throughout_training_reads_every_logged_point_of_the_curves() {
+    use experiments::sweep::tables::CurvePoint;
+    let (paper, toml) = reference();
+    let config = SweepConfig::load(&configs(), "fig4").unwrap();
+    let records: Vec<RunRecord> = ["plain18", "plain34", "resnet18-a", "resnet34-a"]
+        .iter()
+        .map(|&model| RunRecord {
+            run_id: format!("{model}-seed0"),
+            model: model.into(),
+            // Windows of 100 iterations of batch 256.
+            train_error_images: 25_600,
+            ..record("resnet20", 0, 50.0, 50.0)
+        })
+        .collect();
+    // Training-error curves logged every 100 iterations for 1,000: `plain34` minus `plain18` is
+    // `gap(iteration)`; the residual nets keep their order by 5 points throughout.
+    let verdict = |gap: &dyn Fn(u64) -> f64| {
+        let mut curves = Vec::new();
+        for iteration in (100..=1000).step_by(100) {
+            let base = 90.0 - iteration as f64 / 20.0;
+            for (model, error) in [
+                ("plain18", base),
+                ("plain34", base + gap(iteration)),
+                ("resnet18-a", base),
+                ("resnet34-a", base - 5.0),
+            ] {
+                curves.push(CurvePoint {
+                    run_id: format!("{model}-seed0"),
+                    model: model.into(),
+                    iteration,
+                    train_error: error,
+                    test_error: None,
+                });
+            }
+        }
+        let measurements = Measurements {
+            curves,
+            ..Measurements::default()
+        };
+        let all: Vec<(String, Verdict, String)> =
+            claims::decide(&config, "quick", &records, &measurements, &paper, &toml)
+                .into_iter()
+                .map(|v| (v.claim, v.verdict, v.why))
+                .collect();
+        verdict_of(&all, "fig4-plain34-higher-train-error")
+    };
+    // At 25,600 images and about 60% error the binomial sd is 0.31 points, a margin of 0.43.
+    assert_eq!(verdict(&|_| 2.0), Verdict::Held);
+    // Reversed by 2 points at iteration 500: failed, even though the end keeps the order.
+    assert_eq!(
+        verdict(&|it| if it == 500 { -2.0 } else { 2.0 }),
+        Verdict::Failed
+    );
+    // Reversed only before a tenth of the run (the first window is iteration 100): not judged.
+    assert_eq!(
+        verdict(&|it| if it < 100 { -2.0 } else { 2.0 }),
+        Verdict::Held
+    );
+    // Within the noise at the end: inconclusive.
+    assert_eq!(
+        verdict(&|it| if it == 1000 { 0.1 } else { 2.0 }),
+        Verdict::Inconclusive
+    );
+    // Without curves the claim is not run.
+    let measurements = Measurements::default();
+    let none = claims::decide(&config, "quick", &records, &measurements, &paper, &toml);
+    let fig4 = none
+        .iter()
+        .find(|v| v.claim == "fig4-plain34-higher-train-error")
+        .unwrap();
+    assert_eq!(fig4.verdict, Verdict::NotRun, "{}", fig4.why);
 }

@@ -115,6 +115,47 @@ fn value(
     })
 }
 
+/// A model's curve of `metric` (the training or the test error) averaged over its seeds at the
+/// iterations every seed logged: (iteration, mean, standard error).
+fn curve(
+    records: &[RunRecord],
+    measurements: &Measurements,
+    model: &str,
+    metric: Metric,
+) -> Vec<(u64, f64, f64)> {
+    let runs: Vec<&RunRecord> = records.iter().filter(|r| r.model == model).collect();
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let images = match metric {
+        Metric::FinalTrainError => first.train_error_images,
+        _ => first.test_images,
+    };
+    let mut by_iteration: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+    for p in measurements
+        .curves
+        .iter()
+        .filter(|p| runs.iter().any(|r| r.run_id == p.run_id))
+    {
+        let v = match metric {
+            Metric::FinalTrainError => Some(p.train_error),
+            _ => p.test_error,
+        };
+        if let Some(v) = v {
+            by_iteration.entry(p.iteration).or_default().push(v);
+        }
+    }
+    by_iteration
+        .into_iter()
+        .filter(|(_, vs)| vs.len() == runs.len())
+        .map(|(iteration, vs)| {
+            let mean = vs.iter().sum::<f64>() / vs.len() as f64;
+            let se = binomial_sd(mean, images) / (vs.len() as f64).sqrt();
+            (iteration, mean, se)
+        })
+        .collect()
+}
+
 /// An expected ordering whose gap (positive in the expected direction) is measured against its
 /// noise margin: held beyond it, failed beyond it the other way, inconclusive within.
 fn ordering(gap: f64, margin: f64) -> Verdict {
@@ -192,6 +233,23 @@ fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
                 .collect::<Vec<_>>()
                 .join("; ")
                 + &format!(" ({})", metric.as_str())
+        }
+        Check::AscendingThroughout {
+            metric,
+            chains,
+            from,
+            ..
+        } => {
+            chains
+                .iter()
+                .map(|c| c.join(" < "))
+                .collect::<Vec<_>>()
+                .join("; ")
+                + &format!(
+                    " ({} curves, from {:.0}% of training on)",
+                    metric.as_str().trim_start_matches("final_"),
+                    100.0 * from
+                )
         }
         Check::Below {
             metric,
@@ -301,6 +359,71 @@ fn check(
     paper_toml: &toml::Value,
 ) -> (Verdict, String, String) {
     match check {
+        Check::AscendingThroughout {
+            metric,
+            chains,
+            from,
+            sigmas,
+        } => {
+            let all: Vec<&str> = chains.iter().flatten().map(String::as_str).collect();
+            let gone = missing(&all, records, measurements, *metric);
+            if !gone.is_empty() {
+                return not_run(gone);
+            }
+            let mut parts = Vec::new();
+            let (mut measured, mut why) = (Vec::new(), Vec::new());
+            for chain in chains {
+                for pair in chain.windows(2) {
+                    let (a, b) = (&pair[0], &pair[1]);
+                    let (ca, cb) = (
+                        curve(records, measurements, a, *metric),
+                        curve(records, measurements, b, *metric),
+                    );
+                    let last = ca.iter().chain(&cb).map(|p| p.0).max().unwrap_or(0);
+                    let start = (from * last as f64).ceil() as u64;
+                    let points: Vec<(u64, f64, f64)> = ca
+                        .iter()
+                        .filter(|p| p.0 >= start)
+                        .filter_map(|&(it, ma, sa)| {
+                            let &(_, mb, sb) = cb.iter().find(|q| q.0 == it)?;
+                            Some((it, mb - ma, sigmas * (sa.powi(2) + sb.powi(2)).sqrt()))
+                        })
+                        .collect();
+                    let Some(&(end, end_gap, end_margin)) = points.last() else {
+                        parts.push(Verdict::NotRun);
+                        why.push(format!("{a}→{b}: no common logged points from {start}"));
+                        continue;
+                    };
+                    let reversed = points.iter().find(|&&(_, gap, margin)| gap < -margin);
+                    let kept = points.iter().filter(|&&(_, gap, _)| gap > 0.0).count();
+                    let v = match reversed {
+                        Some(_) => Verdict::Failed,
+                        None if end_gap > end_margin => Verdict::Held,
+                        None => Verdict::Inconclusive,
+                    };
+                    parts.push(v);
+                    measured.push(format!(
+                        "{a} < {b} at {kept} of {} points from iteration {start}",
+                        points.len()
+                    ));
+                    why.push(match reversed {
+                        Some(&(it, gap, margin)) => format!(
+                            "{a}→{b}: reversed at iteration {it} (gap {gap:+.2}, margin {margin:.2}): {v}"
+                        ),
+                        None => format!(
+                            "{a}→{b}: never reversed beyond the margin; at iteration {end} gap \
+                             {end_gap:+.2}, margin {end_margin:.2}: {v}"
+                        ),
+                    });
+                }
+            }
+            let verdict = if parts.contains(&Verdict::NotRun) {
+                Verdict::NotRun
+            } else {
+                combine(&parts)
+            };
+            (verdict, measured.join("; "), why.join("; "))
+        }
         Check::Ascending {
             metric,
             chains,

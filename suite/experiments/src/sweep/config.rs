@@ -149,6 +149,18 @@ pub enum Check {
         #[serde(default)]
         min_gap: f64,
     },
+    /// As `ascending`, at every logged point of the training curves from `from` (a fraction of the
+    /// run) on, for the training or the test error: held when no point reverses the order beyond
+    /// its margin and the last one keeps it beyond its margin, failed when a point reverses it
+    /// beyond its margin, inconclusive otherwise. A point's margin is `sigmas` times the combined
+    /// binomial standard deviation of the two errors on the images behind them.
+    AscendingThroughout {
+        metric: Metric,
+        chains: Vec<Vec<String>>,
+        from: f64,
+        #[serde(default = "one")]
+        sigmas: f64,
+    },
     /// The model's metric is below the paper's number at `paper_value` (a key of paper.toml).
     Below {
         metric: Metric,
@@ -468,6 +480,15 @@ impl SweepConfig {
                 }
             };
             let metric = match &claim.check {
+                Check::AscendingThroughout { metric, .. } => {
+                    if !matches!(metric, Metric::FinalTrainError | Metric::FinalTestError) {
+                        return Err(invalid(
+                            key("check.metric"),
+                            "the curves hold final_train_error and final_test_error only".into(),
+                        ));
+                    }
+                    Some(*metric)
+                }
                 Check::Ascending { metric, .. }
                 | Check::Below { metric, .. }
                 | Check::Band { metric, .. }
@@ -485,7 +506,7 @@ impl SweepConfig {
                 ));
             }
             match &claim.check {
-                Check::Ascending { chains, .. } => {
+                Check::Ascending { chains, .. } | Check::AscendingThroughout { chains, .. } => {
                     for (i, chain) in chains.iter().enumerate() {
                         if chain.len() < 2 {
                             return Err(invalid(

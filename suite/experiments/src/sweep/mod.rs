@@ -179,7 +179,10 @@ pub fn tabulate(
     let mut frame = tables::runs_frame(&records).map_err(polars_at(&dir))?;
     written.extend(write_table(&mut frame, &dir, "runs")?);
     written.push(write_parquet(&mut curves, &dir, "curves")?);
-    let mut measurements = Measurements::default();
+    let mut measurements = Measurements {
+        curves: tables::curve_points(&curves, &dir.join("curves.parquet"))?,
+        ..Measurements::default()
+    };
     if config.header.responses {
         let mut measured = Vec::new();
         for run in runs.iter().filter(|r| r.status == plan::Status::Done) {
@@ -225,6 +228,10 @@ pub fn verify(
     }
     let records = tables::records_from(&read_parquet(&runs_path)?, &runs_path)?;
     let mut measurements = Measurements::default();
+    let curves_path = dir.join("curves.parquet");
+    if curves_path.is_file() {
+        measurements.curves = tables::curve_points(&read_parquet(&curves_path)?, &curves_path)?;
+    }
     let layers_path = dir.join("fig7.parquet");
     if config.header.responses && layers_path.is_file() {
         measurements.layers = tables::layers_from(&read_parquet(&layers_path)?, &layers_path)?;

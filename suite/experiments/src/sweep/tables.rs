@@ -389,12 +389,41 @@ pub fn summarise(records: &[RunRecord], paper: &paper::Paper) -> Vec<ModelSummar
         .collect()
 }
 
-/// What a sweep measured beyond its run records: layer responses (Fig. 7) and errors under the
-/// paper's test views.
+/// What a sweep measured beyond its run records: layer responses (Fig. 7), errors under the
+/// paper's test views, and the training curves.
 #[derive(Debug, Clone, Default)]
 pub struct Measurements {
     pub layers: Vec<LayerRow>,
     pub views: Vec<super::views::ViewErrors>,
+    pub curves: Vec<CurvePoint>,
+}
+
+/// One metrics row of one run's curve, errors in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    pub run_id: String,
+    pub model: String,
+    pub iteration: u64,
+    pub train_error: f64,
+    pub test_error: Option<f64>,
+}
+
+/// The points of a `curves` table (as [`collect`] makes it, or read back from `path`).
+pub fn curve_points(df: &DataFrame, path: &Path) -> Result<Vec<CurvePoint>, Error> {
+    let c = Columns::new(df, path);
+    let (ids, models) = (c.strings("run_id")?, c.strings("model")?);
+    let iterations = c.u64s("iteration")?;
+    let train = c.f64s("train_error")?;
+    let test = c.optional_f64s("test_error")?;
+    Ok((0..df.height())
+        .map(|i| CurvePoint {
+            run_id: ids[i].clone(),
+            model: models[i].clone(),
+            iteration: iterations[i],
+            train_error: train[i],
+            test_error: test[i],
+        })
+        .collect())
 }
 
 /// The `views` table: one row per run and kind of views.
