@@ -563,11 +563,17 @@ fn curves(results: &Results) -> Spec {
             body: PanelBody::Lines(lines),
         }
     };
+    // The paper's ImageNet curves (Fig. 4) are of the center-crop validation error.
+    let held_out = if results.dataset == "imagenet" {
+        "val. error (center crop)"
+    } else {
+        "test error"
+    };
     let is_fig1 = !models.is_empty() && models.iter().all(|m| !residual(m));
     let mut panels = Vec::new();
     if is_fig1 {
         panels.push(panel("training error", lines_of(&models, true, false)));
-        panels.push(panel("test error", lines_of(&models, false, true)));
+        panels.push(panel(held_out, lines_of(&models, false, true)));
     } else {
         let plain: Vec<String> = models.iter().filter(|m| !residual(m)).cloned().collect();
         let res: Vec<String> = models
@@ -607,7 +613,7 @@ fn curves(results: &Results) -> Spec {
             marker: None,
         });
         keys.push(Key {
-            label: "test error".into(),
+            label: held_out.into(),
             colour: BLACK,
             dashed: false,
             marker: None,

@@ -44,6 +44,8 @@ pub struct Subject {
     pub profile: String,
     /// The profile's own description, from the config.
     pub about: String,
+    /// The data the runs trained on (`cifar10`, `imagenet`), from the config.
+    pub dataset: String,
 }
 
 /// The files a report wrote, and the verdicts it shows.

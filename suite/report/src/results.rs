@@ -44,6 +44,8 @@ pub struct Results {
     pub verdicts: Vec<VerdictLine>,
     /// How the tables were made, where `sweep.json` records it.
     pub invocation: Option<Invocation>,
+    /// The data the runs trained on (`cifar10`, `imagenet`).
+    pub dataset: String,
 }
 
 impl Results {
@@ -68,6 +70,7 @@ impl Results {
             layers: optional(dir, "fig7.parquet", layers_from)?,
             verdicts: optional(dir, "verdicts.parquet", verdicts_from)?,
             invocation: Invocation::read(dir)?,
+            dataset: subject.dataset.clone(),
         })
     }
 

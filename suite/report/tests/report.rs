@@ -13,6 +13,7 @@ fn subject(experiment: &str) -> Subject {
         title: format!("{experiment} title"),
         profile: "quick".into(),
         about: "the quick profile".into(),
+        dataset: "cifar10".into(),
     }
 }
 

@@ -93,5 +93,6 @@ pub(crate) fn subject(
         title: config.header.title.clone(),
         profile: profile.into(),
         about: config.profile(profile)?.about.clone(),
+        dataset: config.header.dataset.clone(),
     })
 }
