@@ -73,19 +73,25 @@ pub struct ImageFolder {
     pub samples: Vec<(PathBuf, usize)>,
 }
 
-impl ImageFolder {
-    pub fn open(root: &Path) -> Result<Self, Error> {
-        let io = |source| Error::Io {
+/// The class folders of an image folder's `root`, sorted: its class indices, without listing the
+/// images.
+pub fn class_names(root: &Path) -> Result<Vec<String>, Error> {
+    let mut classes: Vec<String> = std::fs::read_dir(root)
+        .map_err(|source| Error::Io {
             path: root.to_path_buf(),
             source,
-        };
-        let mut classes: Vec<String> = std::fs::read_dir(root)
-            .map_err(io)?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        classes.sort();
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    Ok(classes)
+}
+
+impl ImageFolder {
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let classes = class_names(root)?;
         let mut samples = Vec::new();
         for (label, class) in classes.iter().enumerate() {
             let files = image_files(&root.join(class))?;
@@ -222,6 +228,12 @@ pub fn pca_offset(rng: &mut ChaCha8Rng) -> [f32; 3] {
 const CENTER_RESIZE: u32 = 256;
 const CENTER_CROP: u32 = 224;
 
+/// A length of the paper's geometry (made for 224-pixel crops) scaled to crops of `crop` pixels,
+/// rounded: how a run at a smaller resolution keeps the paper's ratios.
+pub fn scaled(paper: u32, crop: u32) -> u32 {
+    ((paper as u64 * crop as u64 + CENTER_CROP as u64 / 2) / CENTER_CROP as u64) as u32
+}
+
 /// How samples of an image folder are turned into tensors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transform {
@@ -245,6 +257,31 @@ impl Transform {
         resize: CENTER_RESIZE,
         crop: CENTER_CROP,
     };
+
+    /// [`Transform::TRAIN`] at crops of `crop` pixels, the scale range scaled with them.
+    pub fn train_at(crop: u32) -> Self {
+        let Transform::Train {
+            scale: (low, high),
+            pca,
+            ..
+        } = Self::TRAIN
+        else {
+            unreachable!("TRAIN is a training transform")
+        };
+        Transform::Train {
+            scale: (scaled(low, crop), scaled(high, crop)),
+            crop,
+            pca,
+        }
+    }
+
+    /// [`Transform::CENTER`] at crops of `crop` pixels, the resize scaled with them.
+    pub fn center_at(crop: u32) -> Self {
+        Transform::CenterCrop {
+            resize: scaled(CENTER_RESIZE, crop),
+            crop,
+        }
+    }
 
     pub fn crop_size(&self) -> u32 {
         match *self {
@@ -326,9 +363,14 @@ fn center_crop_into(img: &RgbImage, resize: u32, size: u32, out: &mut [f32]) {
 /// ImageNet normalisation) of a decoded image, as a (3, 224, 224) CHW buffer: what torchvision's
 /// pretrained weights and the paper's single-crop figures expect.
 pub fn center_view(img: &RgbImage) -> Vec<f32> {
-    let size = CENTER_CROP as usize;
+    center_view_at(img, CENTER_CROP)
+}
+
+/// [`center_view`] at crops of `crop` pixels ([`Transform::center_at`]), a (3, crop, crop) buffer.
+pub fn center_view_at(img: &RgbImage, crop: u32) -> Vec<f32> {
+    let size = crop as usize;
     let mut out = vec![0f32; 3 * size * size];
-    center_crop_into(img, CENTER_RESIZE, CENTER_CROP, &mut out);
+    center_crop_into(img, scaled(CENTER_RESIZE, crop), crop, &mut out);
     out
 }
 

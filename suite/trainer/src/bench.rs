@@ -343,12 +343,7 @@ pub fn data(
         samples: folder.samples[..n].to_vec(),
         ..folder.clone()
     };
-    let scale = |base: u32| ((base as u64 * crop as u64 + 112) / 224) as u32;
-    let transform = Transform::Train {
-        scale: (scale(256), scale(480)),
-        crop,
-        pca: true,
-    };
+    let transform = Transform::train_at(crop);
     // Warm the page cache, so that every pass reads from memory, as a training epoch mostly does.
     let mut pixels = 0f64;
     for (path, _) in &sample.samples {

@@ -124,14 +124,9 @@ fn folder_subset(folder: ImageFolder, size: Option<usize>, seed: u64) -> ImageFo
     }
 }
 
-/// `base` scaled from the paper's 224 crop to `crop`, rounded.
-fn scaled(base: u32, crop: u32) -> u32 {
-    ((base as u64 * crop as u64 + 112) / 224) as u32
-}
-
-/// An ImageNet run's training images and the validation images it evaluates on (its classes, its
-/// evaluation subset), both relabelled by the run's class order.
-pub fn imagenet_folders(spec: &RunSpec) -> Result<(ImageFolder, ImageFolder), Error> {
+/// An ImageNet run's copy (`data.path`) and the classes it trains on: its subset of the class
+/// folders of `train/`, in the net's class order. Only the folder names are read.
+fn imagenet_classes(spec: &RunSpec) -> Result<(&Path, Vec<String>), Error> {
     let root = spec
         .data
         .path
@@ -146,20 +141,26 @@ pub fn imagenet_folders(spec: &RunSpec) -> Result<(ImageFolder, ImageFolder), Er
         }
         .into());
     }
-    let train = ImageFolder::open(&train_root)?;
+    let available = datasets::folder::class_names(&train_root)?;
     let classes = match &spec.data.classes {
-        None => train.classes.clone(),
+        None => available,
         Some(subset) => subset
-            .choose(&train.classes)
+            .choose(&available)
             .map_err(|msg| Error::invalid("data.classes", msg))?,
     };
-    let train = folder_subset(
-        imagenet::restrict(train, &classes),
-        spec.data.train_subset,
-        spec.seed,
-    );
+    Ok((root, classes))
+}
+
+/// The validation images an ImageNet run evaluates on (those of its classes, its evaluation
+/// subset), labelled in its class order.
+pub fn imagenet_eval(spec: &RunSpec) -> Result<ImageFolder, Error> {
+    let (root, classes) = imagenet_classes(spec)?;
+    eval_folder(spec, root, &classes)
+}
+
+fn eval_folder(spec: &RunSpec, root: &Path, classes: &[String]) -> Result<ImageFolder, Error> {
     let eval = folder_subset(
-        Validation::open_only(root, &classes)?.into_folder(),
+        Validation::open_only(root, classes)?.into_folder(),
         spec.data.eval_subset,
         spec.seed,
     );
@@ -170,7 +171,7 @@ pub fn imagenet_folders(spec: &RunSpec) -> Result<(ImageFolder, ImageFolder), Er
         }
         .into());
     }
-    Ok((train, eval))
+    Ok(eval)
 }
 
 /// The side of an ImageNet run's crops: its resolution, else the paper's 224.
@@ -182,32 +183,22 @@ pub fn imagenet_crop(spec: &RunSpec) -> u32 {
 /// augmentation (scale, crop, flip, colour) for training, the center crop for evaluation, both at
 /// the spec's resolution.
 fn load_imagenet(spec: &RunSpec, device: &Device) -> Result<RunData, Error> {
-    let (train, eval) = imagenet_folders(spec)?;
-    let root = spec.data.path.as_deref().unwrap_or(Path::new(""));
+    let (root, classes) = imagenet_classes(spec)?;
+    let train = folder_subset(
+        imagenet::restrict(ImageFolder::open(&root.join("train"))?, &classes),
+        spec.data.train_subset,
+        spec.seed,
+    );
+    let eval = eval_folder(spec, root, &classes)?;
     let checksum = listing_checksum(root, &train, &eval)?;
-    let (low, high) = match Transform::TRAIN {
-        Transform::Train { scale, .. } => scale,
-        Transform::CenterCrop { .. } => unreachable!("TRAIN is a training transform"),
-    };
     let crop = imagenet_crop(spec);
     let train_set = Arc::new(FolderDataset {
         folder: train,
-        transform: Transform::Train {
-            scale: (scaled(low, crop), scaled(high, crop)),
-            crop,
-            pca: true,
-        },
+        transform: Transform::train_at(crop),
     });
-    let resize = match Transform::CENTER {
-        Transform::CenterCrop { resize, .. } => resize,
-        Transform::Train { .. } => unreachable!("CENTER is an evaluation transform"),
-    };
     let eval_set = Arc::new(FolderDataset {
         folder: eval,
-        transform: Transform::CenterCrop {
-            resize: scaled(resize, crop),
-            crop,
-        },
+        transform: Transform::center_at(crop),
     });
     loaders(spec, train_set, eval_set, device, checksum)
 }

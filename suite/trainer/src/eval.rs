@@ -115,7 +115,7 @@ impl Geometry {
 
     /// A length of the paper's geometry, scaled to this crop.
     pub fn scaled(self, paper: u32) -> u32 {
-        ((paper as u64 * self.crop as u64 + 112) / 224) as u32
+        folder::scaled(paper, self.crop)
     }
 }
 
@@ -134,16 +134,12 @@ fn view_tensors(
         Tensor::from_vec(data, (n, 3, h, w), device).map_err(Error::from)
     };
     match views {
-        Views::Center => {
-            let mut out = vec![0f32; 3 * size * size];
-            datasets::Transform::CenterCrop { resize, crop }
-                .apply(&img, &mut rand::SeedableRng::seed_from_u64(0), &mut out)
-                .map_err(|msg| datasets::Error::Corrupt {
-                    path: path.to_path_buf(),
-                    msg,
-                })?;
-            Ok(vec![tensor(out, 1, size, size)?])
-        }
+        Views::Center => Ok(vec![tensor(
+            folder::center_view_at(&img, crop),
+            1,
+            size,
+            size,
+        )?]),
         Views::TenCrop => {
             let crops = folder::ten_crop(&img, resize, crop);
             Ok(vec![tensor(crops.concat(), 10, size, size)?])

@@ -224,33 +224,50 @@ pub fn decide(
         .collect()
 }
 
+/// The number at `key` of paper.toml (checked when the config was read), as the expectation shows it.
+fn shown(paper_toml: &toml::Value, key: &str) -> String {
+    lookup(paper_toml, key)
+        .and_then(number)
+        .map_or("?".into(), |v| v.to_string())
+}
+
+/// The number at `key` of paper.toml, which the config's check made sure is there.
+fn paper_number(paper_toml: &toml::Value, key: &str) -> f64 {
+    lookup(paper_toml, key)
+        .and_then(number)
+        .expect("a paper value checked when the config was read")
+}
+
+/// The models of ordering chains, each once per appearance.
+fn chain_models(chains: &[Vec<String>]) -> Vec<&str> {
+    chains.iter().flatten().map(String::as_str).collect()
+}
+
+/// `a < b < c; d < e`.
+fn orderings(chains: &[Vec<String>]) -> String {
+    chains
+        .iter()
+        .map(|c| c.join(" < "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
     match &claim.check {
         Check::Ascending { metric, chains, .. } => {
-            chains
-                .iter()
-                .map(|c| c.join(" < "))
-                .collect::<Vec<_>>()
-                .join("; ")
-                + &format!(" ({})", metric.as_str())
+            format!("{} ({})", orderings(chains), metric.as_str())
         }
         Check::AscendingThroughout {
             metric,
             chains,
             from,
             ..
-        } => {
-            chains
-                .iter()
-                .map(|c| c.join(" < "))
-                .collect::<Vec<_>>()
-                .join("; ")
-                + &format!(
-                    " ({} curves, from {:.0}% of training on)",
-                    metric.as_str().trim_start_matches("final_"),
-                    100.0 * from
-                )
-        }
+        } => format!(
+            "{} ({} curves, from {:.0}% of training on)",
+            orderings(chains),
+            metric.as_str().trim_start_matches("final_"),
+            100.0 * from
+        ),
         Check::Below {
             metric,
             model,
@@ -258,9 +275,7 @@ fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
         } => format!(
             "{model} {} < {}",
             metric.as_str(),
-            lookup(paper_toml, paper_value)
-                .and_then(number)
-                .map_or("?".into(), |v| v.to_string())
+            shown(paper_toml, paper_value)
         ),
         Check::Band { models, sigmas, .. } => {
             format!("{} within {sigmas} sd of Table 6", models.join(", "))
@@ -274,12 +289,7 @@ fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
             "{} within {sigmas} sd of the paper ({})",
             values
                 .iter()
-                .map(|(m, k)| format!(
-                    "{m} {}",
-                    lookup(paper_toml, k)
-                        .and_then(number)
-                        .map_or("?".into(), |v| v.to_string())
-                ))
+                .map(|(m, k)| format!("{m} {}", shown(paper_toml, k)))
                 .collect::<Vec<_>>()
                 .join(", "),
             metric.as_str()
@@ -293,9 +303,7 @@ fn expectation(claim: &Claim, paper_toml: &toml::Value) -> String {
             ..
         } => format!(
             "{worse} - {better} = {} within {sigmas} sd ({})",
-            lookup(paper_toml, paper_value)
-                .and_then(number)
-                .map_or("?".into(), |v| v.to_string()),
+            shown(paper_toml, paper_value),
             metric.as_str()
         ),
         Check::Lowest {
@@ -365,7 +373,7 @@ fn check(
             from,
             sigmas,
         } => {
-            let all: Vec<&str> = chains.iter().flatten().map(String::as_str).collect();
+            let all = chain_models(chains);
             let gone = missing(&all, records, measurements, *metric);
             if !gone.is_empty() {
                 return not_run(gone);
@@ -430,7 +438,7 @@ fn check(
             sigmas,
             min_gap,
         } => {
-            let all: Vec<&str> = chains.iter().flatten().map(String::as_str).collect();
+            let all = chain_models(chains);
             let gone = missing(&all, records, measurements, *metric);
             if !gone.is_empty() {
                 return not_run(gone);
@@ -546,9 +554,7 @@ fn check(
             let (mut measured, mut why) = (Vec::new(), Vec::new());
             for (model, paper_key) in values {
                 let v = value(records, measurements, model, *metric).expect("checked above");
-                let reference = lookup(paper_toml, paper_key)
-                    .and_then(number)
-                    .expect("checked when the config was read");
+                let reference = paper_number(paper_toml, paper_key);
                 let paper_sd = binomial_sd(reference, *paper_images);
                 let band = sigmas * (paper_sd.powi(2) + v.se.powi(2)).sqrt();
                 let held = (v.mean - reference).abs() <= band;
@@ -575,9 +581,7 @@ fn check(
             }
             let b = value(records, measurements, better, *metric).expect("checked above");
             let w = value(records, measurements, worse, *metric).expect("checked above");
-            let paper_gap = lookup(paper_toml, paper_value)
-                .and_then(number)
-                .expect("checked when the config was read");
+            let paper_gap = paper_number(paper_toml, paper_value);
             // The paper's two errors each carry a binomial sd near their level; the gap's sd
             // combines two of them.
             let paper_sd = binomial_sd(w.mean.max(b.mean), *paper_images) * 2f64.sqrt();

@@ -194,11 +194,9 @@ pub fn tabulate(
     }
     if !config.header.views.is_empty() {
         for run in runs.iter().filter(|r| r.status == plan::Status::Done) {
-            for &kind in &config.header.views {
-                measurements
-                    .views
-                    .push(views::measure(&run.spec, &run.dir, kind)?);
-            }
+            measurements
+                .views
+                .extend(views::measure(&run.spec, &run.dir, &config.header.views)?);
         }
         let mut frame =
             tables::views_frame(&records, &measurements.views).map_err(polars_at(&dir))?;

@@ -109,9 +109,9 @@ fn class_list(classes: usize, data: &Path) -> anyhow::Result<Vec<String>> {
              the Kaggle layout"
         );
     };
-    let folder = datasets::ImageFolder::open(&root)?;
+    let available = datasets::folder::class_names(&root)?;
     datasets::imagenet::Classes::Count(classes)
-        .choose(&folder.classes)
+        .choose(&available)
         .map_err(|msg| anyhow::anyhow!("{}: {msg}", root.display()))
 }
 
