@@ -40,6 +40,9 @@ pub enum Error {
 pub struct Paper {
     pub schema_version: u32,
     pub table1: Table1,
+    pub table2: ImageNetTable,
+    pub table3: ImageNetTable,
+    pub table4: ImageNetTable,
     pub table6: Table6,
     pub cifar10: Cifar10,
     pub imagenet: ImageNet,
@@ -120,6 +123,33 @@ pub struct Table1Model {
     pub flops: f64,
 }
 
+/// `[table2]`, `[table3]`, `[table4]`: ImageNet validation errors of single nets, 10-crop
+/// (Tables 2 and 3) or multi-scale (Table 4).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageNetTable {
+    /// What the numbers are, e.g. `top1_error_10crop_val`.
+    pub metric: String,
+    /// The shortcut option of every residual row that names none (Table 2: `A`).
+    pub shortcut: Option<String>,
+    pub row: Vec<ImageNetRow>,
+}
+
+/// One net of an ImageNet table: the paper's own nets carry a depth; other methods are
+/// `baseline`s.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageNetRow {
+    pub model: String,
+    #[serde(default)]
+    pub baseline: bool,
+    pub depth: Option<usize>,
+    /// Absent for the ResNet rows of Tables 3 and 4, which name their shortcut instead.
+    pub residual: Option<bool>,
+    pub shortcut: Option<String>,
+    /// Errors in percent; absent where the paper prints "-".
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Table6 {
     pub row: Vec<Table6Row>,
@@ -170,12 +200,39 @@ impl Paper {
         self.table1.model.iter().find(|m| m.depth == depth)
     }
 
+    /// An ImageNet table by its name in the file (`table2`, `table3`, `table4`).
+    pub fn imagenet_table(&self, name: &str) -> Option<&ImageNetTable> {
+        match name {
+            "table2" => Some(&self.table2),
+            "table3" => Some(&self.table3),
+            "table4" => Some(&self.table4),
+            _ => None,
+        }
+    }
+
     /// Table 6's ResNet row for a CIFAR depth.
     pub fn cifar_resnet(&self, layers: usize) -> Option<&Table6Row> {
         self.table6
             .row
             .iter()
             .find(|r| !r.baseline && r.method == "ResNet" && r.layers == Some(layers))
+    }
+}
+
+impl ImageNetTable {
+    /// The row of the paper's net of `depth`: a plain net when `shortcut` is `None`, else the
+    /// residual net with that option (`A`, `B` or `C`).
+    pub fn net(&self, depth: usize, shortcut: Option<&str>) -> Option<&ImageNetRow> {
+        self.row.iter().find(|row| {
+            let residual = row.residual.unwrap_or(row.shortcut.is_some());
+            let option = row.shortcut.as_deref().or(self.shortcut.as_deref());
+            !row.baseline
+                && row.depth == Some(depth)
+                && match shortcut {
+                    None => !residual,
+                    Some(s) => residual && option.is_some_and(|o| o.eq_ignore_ascii_case(s)),
+                }
+        })
     }
 }
 
@@ -196,6 +253,30 @@ mod tests {
                 .is_some_and(|r| r.error_mean.is_some())
         );
         assert_eq!(paper.cifar10.training.lr_drop_iterations, [32_000, 48_000]);
+    }
+
+    #[test]
+    fn imagenet_rows_are_found_by_depth_and_shortcut() {
+        let paper = Paper::load(&Paper::repository_file()).unwrap();
+        let top1 = |table: &str, depth, shortcut| {
+            paper
+                .imagenet_table(table)
+                .and_then(|t| t.net(depth, shortcut))
+                .and_then(|r| r.top1)
+        };
+        // Table 2's residual rows take the table's option A.
+        assert_eq!(top1("table2", 34, Some("A")), Some(25.03));
+        assert_eq!(top1("table2", 34, Some("B")), None);
+        assert_eq!(top1("table2", 18, None), Some(27.94));
+        assert_eq!(top1("table3", 34, None), Some(28.54));
+        assert_eq!(top1("table3", 34, Some("c")), Some(24.19));
+        assert_eq!(top1("table3", 50, Some("B")), Some(22.85));
+        assert_eq!(top1("table3", 18, None), None);
+        assert_eq!(top1("table4", 152, Some("B")), Some(19.38));
+        assert_eq!(top1("table4", 34, Some("A")), None);
+        let table3 = paper.imagenet_table("table3").unwrap();
+        assert_eq!(table3.net(101, Some("B")).and_then(|r| r.top5), Some(6.05));
+        assert!(paper.imagenet_table("table5").is_none());
     }
 
     #[test]

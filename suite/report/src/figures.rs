@@ -50,25 +50,31 @@ impl FigureKind {
         }
     }
 
-    /// What the figure shows, for its caption in the report.
-    pub fn caption(self) -> &'static str {
+    /// What the figure shows, for its caption in the report on `dataset`'s runs.
+    pub fn caption(self, dataset: &str) -> String {
+        let imagenet = dataset == "imagenet";
         match self {
-            Self::Curves => {
-                "Training on CIFAR-10: thin dashed lines are training error, bold lines test error \
-                 (mean over seeds where a net has several)."
-            }
-            Self::Responses => {
-                "Standard deviation of the 3x3 layers' responses (BN output, before the ReLU and \
-                 the addition) on the test set: by layer, and sorted in descending order."
-            }
-            Self::DepthError => {
-                "Final test error against depth: measured mean ± std over seeds (filled) and the \
-                 paper's Table 6 (hollow)."
-            }
-            Self::SkipSpan => {
-                "Final test error against the number of 3x3 convs a shortcut skips (mean ± std \
-                 over seeds); two is the paper's unit."
-            }
+            Self::Curves if imagenet => "Training on ImageNet: thin dashed lines are training \
+                 error, bold lines validation error of the center crop (mean over seeds where a \
+                 net has several)."
+                .into(),
+            Self::Curves => "Training on CIFAR-10: thin dashed lines are training error, bold \
+                 lines test error (mean over seeds where a net has several)."
+                .into(),
+            Self::Responses => "Standard deviation of the 3x3 layers' responses (BN output, \
+                 before the ReLU and the addition) on the test set: by layer, and sorted in \
+                 descending order."
+                .into(),
+            Self::DepthError if imagenet => "Final validation error of the center crop against \
+                 depth, mean ± std over seeds; the paper prints no center-crop errors (its \
+                 10-crop and multi-scale ones stand beside the measured ones in the table)."
+                .into(),
+            Self::DepthError => "Final test error against depth: measured mean ± std over seeds \
+                 (filled) and the paper's Table 6 (hollow)."
+                .into(),
+            Self::SkipSpan => "Final test error against the number of 3x3 convs a shortcut \
+                 skips (mean ± std over seeds); two is the paper's unit."
+                .into(),
         }
     }
 
@@ -162,7 +168,13 @@ pub fn display_name(model: &str) -> String {
         None => (model, None),
     };
     let name = if let Some(depth) = base.strip_prefix("resnet") {
-        format!("ResNet-{depth}")
+        // The paper's own spelling of the shortcut options: "ResNet-34 A".
+        match depth.rsplit_once('-') {
+            Some((depth, option)) if matches!(option, "a" | "b" | "c") => {
+                format!("ResNet-{depth} {}", option.to_ascii_uppercase())
+            }
+            _ => format!("ResNet-{depth}"),
+        }
     } else if let Some(depth) = base.strip_prefix("plain") {
         format!("plain-{depth}")
     } else {
@@ -826,6 +838,8 @@ mod tests {
         assert_eq!(display_name("plain56"), "plain-56");
         assert_eq!(display_name("resnet110"), "ResNet-110");
         assert_eq!(display_name("resnet20-k3"), "ResNet-20, 3-conv units");
+        assert_eq!(display_name("resnet34-c"), "ResNet-34 C");
+        assert_eq!(display_name("resnet152"), "ResNet-152");
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use crate::Subject;
 use crate::figures::FigureKind;
-use crate::markdown::{SELECTION_RULE, Table, VERDICT_COLUMN, provenance, summary, verdicts};
+use crate::markdown::{
+    SELECTION_RULE, Table, VERDICT_COLUMN, VIEWS_HEADING, VIEWS_NOTE, provenance, summary,
+    verdicts, views,
+};
 use crate::results::Results;
 
 /// Text made safe for HTML element content and attribute values.
@@ -77,6 +80,11 @@ pub fn report(
     page += "<h2>Measured and the paper</h2>\n";
     page += &table(&summary(results), None);
     page += &format!("<p>{}</p>\n", escape(SELECTION_RULE));
+    if let Some(views) = views(results) {
+        page += &format!("<h3>{}</h3>\n", escape(VIEWS_HEADING));
+        page += &table(&views, None);
+        page += &format!("<p>{}</p>\n", escape(VIEWS_NOTE));
+    }
     if !figures.is_empty() {
         page += "<h2>Figures</h2>\n";
     }
@@ -87,7 +95,7 @@ pub fn report(
             "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
             escape(&link),
             escape(kind.stem()),
-            escape(kind.caption())
+            escape(&kind.caption(&results.dataset))
         );
     }
     page + "</body>\n</html>\n"

@@ -536,6 +536,13 @@ pub fn report(
     pages.table(&markdown::summary(results), 9.0, |_, _| Style::Regular);
     pages.gap(4.0);
     pages.paragraph(SELECTION_RULE, 8.5, Style::Regular);
+    if let Some(views) = markdown::views(results) {
+        pages.gap(8.0);
+        pages.heading(markdown::VIEWS_HEADING, 11.0);
+        pages.table(&views, 8.0, |_, _| Style::Regular);
+        pages.gap(4.0);
+        pages.paragraph(markdown::VIEWS_NOTE, 8.5, Style::Regular);
+    }
 
     let options = svg_options();
     for (number, (kind, svg, text)) in figures.iter().enumerate() {
@@ -548,7 +555,7 @@ pub fn report(
             svg.file_name().unwrap_or_default().to_string_lossy()
         );
         pages
-            .figure(tree, &name, kind.caption())
+            .figure(tree, &name, &kind.caption(&results.dataset))
             .ok_or_else(|| failed(format!("{} has no size", svg.display())))?;
     }
     let footer = format!(

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use experiments::store::{Columns, read_parquet};
 use experiments::sweep::Invocation;
 use experiments::sweep::tables::{
-    LayerRow, ModelSummary, RunRecord, layers_from, records_from, summaries_from,
+    LayerRow, ModelSummary, RunRecord, ViewSummary, layers_from, records_from, summaries_from,
+    view_summaries_from,
 };
 use polars::prelude::DataFrame;
 
@@ -41,6 +42,8 @@ pub struct Results {
     pub curves: Vec<CurvePoint>,
     pub summary: Vec<ModelSummary>,
     pub layers: Vec<LayerRow>,
+    /// ImageNet sweeps: each net under the paper's test views, beside the paper's numbers.
+    pub views: Vec<ViewSummary>,
     pub verdicts: Vec<VerdictLine>,
     /// How the tables were made, where `sweep.json` records it.
     pub invocation: Option<Invocation>,
@@ -68,6 +71,7 @@ impl Results {
             curves: optional(dir, "curves.parquet", curves_from)?,
             summary: optional(dir, "summary.parquet", summaries_from)?,
             layers: optional(dir, "fig7.parquet", layers_from)?,
+            views: optional(dir, "views_summary.parquet", view_summaries_from)?,
             verdicts: optional(dir, "verdicts.parquet", verdicts_from)?,
             invocation: Invocation::read(dir)?,
             dataset: subject.dataset.clone(),

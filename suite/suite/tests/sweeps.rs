@@ -343,9 +343,64 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
         assert_eq!(v["images"], 12, "{text}");
         assert!(v["top1_error"].as_f64().unwrap() <= 100.0, "{text}");
     }
+    // Each net under the test views stands beside the paper's number for the same views:
+    // ResNet-152 beside Table 4's multi-scale 19.38 / 4.49, plain-18 beside Table 2's 27.94.
+    let row = |text: &str, first: &[&str]| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                l.split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .find(|cells| cells.len() > first.len() && cells[1..=first.len()] == *first)
+            .unwrap_or_else(|| panic!("no row {first:?} in {text}"))
+    };
+    let resnet152 = row(&out, &["resnet152", "multiscale", "1"]);
+    assert_eq!(
+        resnet152[6..9],
+        ["19.38", "4.49", "Table 4"],
+        "{resnet152:?}"
+    );
+    assert_eq!(row(&out, &["plain18", "10crop", "1"])[6], "27.94", "{out}");
+    assert!(dir.join("res/table4/smoke/views_summary.parquet").is_file());
     // The verdicts again from the tables on disk, the test views read back from views.parquet.
-    dir.suite(&["verify", "table4", "--profile", "smoke", "--out", "res"])
-        .code(0);
+    let verified = dir
+        .suite(&["verify", "table4", "--profile", "smoke", "--out", "res"])
+        .code(0)
+        .stdout();
+    assert_eq!(
+        row(&verified, &["resnet152", "multiscale", "1"]),
+        resnet152,
+        "{verified}"
+    );
+    // The report shows the center-crop errors as such and the test views beside the paper's.
+    dir.suite(&[
+        "report",
+        "table4",
+        "--profile",
+        "smoke",
+        "--out",
+        "res",
+        "--reports",
+        "rep",
+    ])
+    .code(0);
+    let report = std::fs::read_to_string(dir.join("rep/table4/smoke/report.md")).unwrap();
+    assert!(
+        report.contains("val. error (center crop)")
+            && report.contains("Training on ImageNet")
+            && !report.contains("Table 6"),
+        "{report}"
+    );
+    let reported = row(&report, &["ResNet-152", "multiscale", "1"]);
+    assert_eq!(
+        (&*reported[6], &*reported[7], &*reported[9]),
+        ("19.38", "4.49", "Table 4"),
+        "{reported:?}"
+    );
+    assert!(reported[8].starts_with(['+', '-']), "{reported:?}");
+    let html = std::fs::read_to_string(dir.join("rep/table4/smoke/report.html")).unwrap();
+    assert!(html.contains("test views</h3>"), "{html}");
     assert!(
         out.contains("decided on the quick, paper profile(s) only"),
         "{out}"

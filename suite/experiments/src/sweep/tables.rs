@@ -389,6 +389,177 @@ pub fn summarise(records: &[RunRecord], paper: &paper::Paper) -> Vec<ModelSummar
         .collect()
 }
 
+/// One model under one kind of test views over its seeds, beside the paper's number for the
+/// same net and views (Tables 2 and 3 for 10 crops, Table 4 for multi-scale).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSummary {
+    pub model: String,
+    pub views: String,
+    pub seeds: u64,
+    /// Validation images each run was scored on.
+    pub images: u64,
+    pub top1_error_mean: f64,
+    /// Sample standard deviation over seeds; NaN with one seed.
+    pub top1_error_std: f64,
+    pub top5_error_mean: f64,
+    pub top5_error_std: f64,
+    /// The paper's tables the numbers come from (`Table 2`, `Tables 2, 3`); empty when none has
+    /// the net under these views.
+    pub paper_source: String,
+    pub paper_top1_error: Option<f64>,
+    pub paper_top5_error: Option<f64>,
+}
+
+/// The paper's tables of single-net ImageNet errors under `views`, the experiment's own first
+/// (so `table2` quotes Table 2 where Table 3 repeats it).
+fn paper_tables(views: trainer::eval::Views, experiment: &str) -> Vec<&'static str> {
+    use trainer::eval::Views;
+    let mut tables = match views {
+        Views::TenCrop => vec!["table2", "table3"],
+        Views::MultiScale => vec!["table4"],
+        // The paper reports no single-crop errors for these nets.
+        Views::Center => vec![],
+    };
+    if let Some(own) = tables.iter().position(|t| *t == experiment) {
+        let own = tables.remove(own);
+        tables.insert(0, own);
+    }
+    tables
+}
+
+/// The paper's top-1 and top-5 errors of the net `record` trained, under `views`, and the tables
+/// they come from: each number from the first table (see [`paper_tables`]) that prints it.
+fn paper_view_errors(
+    record: &RunRecord,
+    views: trainer::eval::Views,
+    experiment: &str,
+    paper: &paper::Paper,
+) -> (String, Option<f64>, Option<f64>) {
+    let shortcut = record.residual.then_some(record.shortcut.as_str());
+    let (mut top1, mut top5, mut sources) = (None, None, Vec::new());
+    for name in paper_tables(views, experiment) {
+        let Some(row) = paper
+            .imagenet_table(name)
+            .and_then(|t| t.net(record.depth as usize, shortcut))
+        else {
+            continue;
+        };
+        let mut used = false;
+        if top1.is_none() && row.top1.is_some() {
+            (top1, used) = (row.top1, true);
+        }
+        if top5.is_none() && row.top5.is_some() {
+            (top5, used) = (row.top5, true);
+        }
+        if used {
+            sources.push(name.trim_start_matches("table").to_string());
+        }
+    }
+    let source = match sources.len() {
+        0 => String::new(),
+        1 => format!("Table {}", sources[0]),
+        _ => format!("Tables {}", sources.join(", ")),
+    };
+    (source, top1, top5)
+}
+
+/// Per model (in the runs' order) and kind of views (in the order measured), the errors over
+/// seeds beside the paper's; the ImageNet counterpart of [`summarise`].
+pub fn summarise_views(
+    records: &[RunRecord],
+    views: &[super::views::ViewErrors],
+    experiment: &str,
+    paper: &paper::Paper,
+) -> Vec<ViewSummary> {
+    let mut kinds = Vec::new();
+    for v in views {
+        if !kinds.contains(&v.views) {
+            kinds.push(v.views);
+        }
+    }
+    let mut rows = Vec::new();
+    for (model, runs) in by_model(records) {
+        for &kind in &kinds {
+            let measured: Vec<&super::views::ViewErrors> = views
+                .iter()
+                .filter(|v| v.views == kind && runs.iter().any(|r| r.run_id == v.run_id))
+                .collect();
+            if measured.is_empty() {
+                continue;
+            }
+            let top1: Vec<f64> = measured.iter().map(|v| v.top1_error).collect();
+            let top5: Vec<f64> = measured.iter().map(|v| v.top5_error).collect();
+            let (top1_mean, top1_std) = mean_std(&top1);
+            let (top5_mean, top5_std) = mean_std(&top5);
+            let (source, paper_top1, paper_top5) =
+                paper_view_errors(runs[0], kind, experiment, paper);
+            rows.push(ViewSummary {
+                model: model.to_string(),
+                views: kind.to_string(),
+                seeds: measured.len() as u64,
+                images: measured.iter().map(|v| v.images as u64).min().unwrap_or(0),
+                top1_error_mean: top1_mean,
+                top1_error_std: top1_std,
+                top5_error_mean: top5_mean,
+                top5_error_std: top5_std,
+                paper_source: source,
+                paper_top1_error: paper_top1,
+                paper_top5_error: paper_top5,
+            });
+        }
+    }
+    rows
+}
+
+/// The `views_summary` table: one row per [`ViewSummary`].
+pub fn view_summary_frame(rows: &[ViewSummary]) -> PolarsResult<DataFrame> {
+    df!(
+        "model" => rows.iter().map(|r| r.model.clone()).collect::<Vec<_>>(),
+        "views" => rows.iter().map(|r| r.views.clone()).collect::<Vec<_>>(),
+        "seeds" => rows.iter().map(|r| r.seeds).collect::<Vec<_>>(),
+        "images" => rows.iter().map(|r| r.images).collect::<Vec<_>>(),
+        "top1_error_mean" => rows.iter().map(|r| r.top1_error_mean).collect::<Vec<_>>(),
+        "top1_error_std" => rows.iter().map(|r| r.top1_error_std).collect::<Vec<_>>(),
+        "top5_error_mean" => rows.iter().map(|r| r.top5_error_mean).collect::<Vec<_>>(),
+        "top5_error_std" => rows.iter().map(|r| r.top5_error_std).collect::<Vec<_>>(),
+        "paper_source" => rows.iter().map(|r| r.paper_source.clone()).collect::<Vec<_>>(),
+        "paper_top1_error" => rows.iter().map(|r| r.paper_top1_error).collect::<Vec<_>>(),
+        "paper_top5_error" => rows.iter().map(|r| r.paper_top5_error).collect::<Vec<_>>(),
+    )
+}
+
+/// The rows of a `views_summary` table written by [`view_summary_frame`].
+pub fn view_summaries_from(df: &DataFrame, path: &Path) -> Result<Vec<ViewSummary>, Error> {
+    let c = Columns::new(df, path);
+    let (model, views, source) = (
+        c.strings("model")?,
+        c.strings("views")?,
+        c.strings("paper_source")?,
+    );
+    let (seeds, images) = (c.u64s("seeds")?, c.u64s("images")?);
+    let (top1_mean, top1_std) = (c.f64s("top1_error_mean")?, c.f64s("top1_error_std")?);
+    let (top5_mean, top5_std) = (c.f64s("top5_error_mean")?, c.f64s("top5_error_std")?);
+    let (paper_top1, paper_top5) = (
+        c.optional_f64s("paper_top1_error")?,
+        c.optional_f64s("paper_top5_error")?,
+    );
+    Ok((0..df.height())
+        .map(|i| ViewSummary {
+            model: model[i].clone(),
+            views: views[i].clone(),
+            seeds: seeds[i],
+            images: images[i],
+            top1_error_mean: top1_mean[i],
+            top1_error_std: top1_std[i],
+            top5_error_mean: top5_mean[i],
+            top5_error_std: top5_std[i],
+            paper_source: source[i].clone(),
+            paper_top1_error: paper_top1[i],
+            paper_top5_error: paper_top5[i],
+        })
+        .collect())
+}
+
 /// What a sweep measured beyond its run records: layer responses (Fig. 7), errors under the
 /// paper's test views, and the training curves.
 #[derive(Debug, Clone, Default)]

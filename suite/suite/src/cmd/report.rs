@@ -22,8 +22,8 @@ experiment without results says which `suite reproduce` command makes them (exit
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Sweeps: table6, fig1, fig6, fig7, ablation-skip; or `all`: every sweep with results in
-    /// the profile, and an index
+    /// Sweeps (table6, fig1, fig6, fig7, ablation-skip, table2, fig4, table3, table4; see `suite
+    /// list experiments`), or `all`: every sweep with results in the profile, and an index
     #[arg(required = true)]
     experiments: Vec<String>,
     /// The sweep's profile: smoke, quick or paper

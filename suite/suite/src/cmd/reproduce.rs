@@ -27,8 +27,12 @@ Examples:
   suite reproduce table6 --profile paper --device cuda --jobs 4
   suite reproduce fig7 --profile quick --models core --report
                                                        also the figures, in reports/fig7/quick/
+  suite reproduce table3 table4 --profile quick --data imagenet=/data/imagenet --device cuda
+                                                       Table 3's nets, scored with 10 crops and
+                                                       at multiple scales (Table 4)
 
-Sweeps (table6, fig1, fig6, fig7, ablation-skip) keep their runs in <results>/runs/<run-id>: a
+Sweeps (CIFAR-10: table6, fig1, fig6, fig7, ablation-skip; ImageNet: table2, fig4, table3,
+table4; `suite list experiments` lists them) keep their runs in <results>/runs/<run-id>: a
 run needed by several experiments trains once, an interrupted sweep resumes where it stopped, and
 finished runs are skipped. Tables go to <results>/<experiment>/<profile>/.
 
