@@ -11,6 +11,7 @@ PyTorch is a reference here, never a dependency of the suite:
 
     python -m venv .venv && .venv/bin/pip install torch torchvision
     .venv/bin/python bench/pytorch_reference.py train --model resnet20 --batch 128
+    .venv/bin/python bench/pytorch_reference.py train --model resnet50 --batch 256 --device cuda --inference
     .venv/bin/python bench/pytorch_reference.py op --batch 128 --channels 16 --size 32
 """
 
@@ -72,31 +73,72 @@ class CifarNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class Bottleneck(nn.Module):
+    """torchvision's bottleneck (stride on the 3x3), for machines without torchvision."""
+
+    def __init__(self, c_in, width, stride):
+        super().__init__()
+        c_out = 4 * width
+        self.convs = nn.Sequential(
+            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return F.relu(self.convs(x) + (x if self.shortcut is None else self.shortcut(x)))
+
+
+def bottleneck_resnet(blocks):
+    """ResNet-50/101/152 as torchvision builds them (same layers, same FLOPs)."""
+    layers, c_in = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                    nn.MaxPool2d(3, 2, 1)], 64
+    for stage, (width, n) in enumerate(zip([64, 128, 256, 512], blocks)):
+        for b in range(n):
+            layers.append(Bottleneck(c_in, width, 2 if stage > 0 and b == 0 else 1))
+            c_in = 4 * width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 1000))
+
+
 def build(name):
     """The suite's model names: resnetN / plainN (CIFAR when N = 6n+2 < 152, else torchvision)."""
-    import torchvision
-
     residual = name.startswith("resnet")
     depth = int(name.removeprefix("resnet").removeprefix("plain").split("-")[0])
     if depth in (18, 34, 50, 101, 152):
         assert residual, "plain ImageNet nets are not in torchvision"
+        try:
+            import torchvision
+        except ImportError:
+            blocks = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+            assert depth in blocks, f"resnet{depth} needs torchvision"
+            return bottleneck_resnet(blocks[depth]), 224, 1000
         return getattr(torchvision.models, f"resnet{depth}")(), 224, 1000
     return CifarNet(depth, residual), 32, 10
 
 
 def train(args):
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # cuDNN's timed search for the fastest conv algorithms per shape, as the suite's default.
+        torch.backends.cudnn.benchmark = True
     model, side, classes = build(args.model)
-    model.to(device).train()
+    model.to(device).train(not args.inference)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     images = torch.randn(args.batch, 3, side, side, device=device)
     labels = torch.arange(args.batch, device=device) % classes
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
+        if args.inference:
+            with torch.no_grad():
+                model(images)
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            opt.step()
         if device.type == "cuda":
             # Time the queued kernels, not their launch (the suite waits for the GPU the same way).
             torch.cuda.synchronize(device)
@@ -108,13 +150,18 @@ def train(args):
         start = time.perf_counter()
         step()
         rates.append(args.batch / (time.perf_counter() - start))
-    print(json.dumps({
+    report = {
         "model": args.model, "batch": args.batch, "device": args.device, "kernels": "pytorch",
         "threads": torch.get_num_threads(), "images_per_s": statistics.median(rates),
         "images_per_s_min": min(rates), "images_per_s_max": max(rates), "steps": len(rates),
         "torch": torch.__version__,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    }
+    if args.inference:
+        report["mode"] = "inference"
+    if device.type == "cuda":
+        report["peak_device_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps(report))
 
 
 def median_seconds(repeats, f):
@@ -169,6 +216,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N], as torch.device names them")
+    p.add_argument("--inference", action="store_true", help="time forward passes in eval mode under no_grad")
     p = sub.add_parser("op")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=16)

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use trainer::bench::TrainReport;
+use trainer::bench::{BenchMode, TrainReport};
 
 use crate::Error;
 use crate::store::{read_parquet, write_text};
@@ -70,7 +70,14 @@ pub struct ThroughputBaseline {
     pub device_class: String,
     pub kernels: String,
     pub threads: usize,
+    /// Training steps unless it says inference.
+    #[serde(default, skip_serializing_if = "is_train")]
+    pub mode: BenchMode,
     pub images_per_s: f64,
+}
+
+fn is_train(mode: &BenchMode) -> bool {
+    *mode == BenchMode::Train
 }
 
 impl AccuracyBaseline {
@@ -93,8 +100,16 @@ impl AccuracyBaseline {
 impl ThroughputBaseline {
     fn name(&self) -> String {
         format!(
-            "{} b{} {} {} kernels, {} threads: training images/s",
-            self.model, self.batch, self.device, self.kernels, self.threads
+            "{} b{} {} {} kernels, {} threads: {} images/s",
+            self.model,
+            self.batch,
+            self.device,
+            self.kernels,
+            self.threads,
+            match self.mode {
+                BenchMode::Train => "training",
+                BenchMode::Inference => "inference",
+            }
         )
     }
 
@@ -104,6 +119,7 @@ impl ThroughputBaseline {
             && self.device == r.device
             && self.kernels == r.kernels
             && self.threads == r.threads
+            && self.mode == r.mode
     }
 }
 
@@ -300,6 +316,7 @@ pub fn throughput_of(reports: &[TrainReport], device_class: &str) -> Vec<Through
             device_class: device_class.to_string(),
             kernels: r.kernels.clone(),
             threads: r.threads,
+            mode: r.mode,
             images_per_s: r.images_per_s,
         })
         .collect()
@@ -488,6 +505,8 @@ mod tests {
             images_per_s_max: images_per_s,
             steps: 10,
             peak_rss_mib: None,
+            mode: Default::default(),
+            peak_device_mib: None,
         }
     }
 

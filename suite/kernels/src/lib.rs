@@ -46,6 +46,7 @@ mod cpu;
 mod cuda;
 mod matmul;
 mod memory;
+pub mod memory_pool;
 mod norm;
 mod pool;
 

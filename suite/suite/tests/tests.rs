@@ -94,6 +94,44 @@ fn errors_name_what_is_wrong_and_exit_2() {
 }
 
 #[test]
+fn bench_train_times_inference_when_asked_and_says_so() {
+    let dir = Dir::default();
+    let args = [
+        "bench", "train", "--model", "resnet8", "--batch", "4", "--warmup", "1", "--steps", "2",
+        "--json",
+    ];
+    let train: Value = serde_json::from_str(&dir.suite(&args).code(0).stdout()).unwrap();
+    assert_eq!(
+        train["mode"],
+        Value::Null,
+        "training reports keep their old keys"
+    );
+    let out = dir
+        .suite(&[&args[..], &["--inference"]].concat())
+        .code(0)
+        .stdout();
+    let inference: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inference["mode"], "inference", "{out}");
+    assert_eq!(inference["steps"], 2, "{out}");
+    assert!(inference["images_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    let text = dir
+        .suite(&[
+            "bench",
+            "train",
+            "--model",
+            "resnet8",
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--inference",
+        ])
+        .code(0)
+        .stdout();
+    assert!(text.contains(", inference: "), "{text}");
+}
+
+#[test]
 fn bench_op_times_each_pass_of_a_conv_that_doubles_the_channels() {
     let dir = Dir::default();
     let args = [

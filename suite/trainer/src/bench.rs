@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Module, VarBuilder, VarMap};
+use candle_nn::{Module, ModuleT, VarBuilder, VarMap};
 use nets::layers::{BatchNorm, Conv2d};
 use nets::{Kernels, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,34 @@ pub struct TrainBench {
     pub warmup: usize,
     /// Timed steps.
     pub steps: usize,
+    /// What a step is: training (forward, loss, backward, update) or inference.
+    pub mode: BenchMode,
+}
+
+/// What a benchmark step does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// Forward, cross-entropy, backward and the momentum-SGD update.
+    #[default]
+    Train,
+    /// The forward pass alone, in evaluation mode (batch norm with running statistics).
+    Inference,
+}
+
+impl BenchMode {
+    fn is_train(&self) -> bool {
+        *self == Self::Train
+    }
+}
+
+impl std::fmt::Display for BenchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Train => "train",
+            Self::Inference => "inference",
+        })
+    }
 }
 
 /// Images/s of full training steps (forward, cross-entropy, backward, momentum-SGD update).
@@ -43,6 +71,14 @@ pub struct TrainReport {
     pub steps: usize,
     /// The process's resident peak (Linux), which includes the model and the batch.
     pub peak_rss_mib: Option<f64>,
+    /// Training steps unless it says otherwise (reports written before inference was measured
+    /// have no mode).
+    #[serde(default, skip_serializing_if = "BenchMode::is_train")]
+    pub mode: BenchMode,
+    /// On a GPU: the most device memory the process's tensors held at once (the model, the
+    /// batch, activations, gradients), as PyTorch's `torch.cuda.max_memory_allocated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_mib: Option<f64>,
 }
 
 /// Runs `bench`, calling `on_step` with each timed step's seconds (for a progress display).
@@ -60,14 +96,21 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
         .map(|i| i % spec.num_classes as u32)
         .collect();
     let labels = Tensor::new(labels, &device)?;
-    let mut sgd = Sgd::new(nets::weights::trainable(&model.vars), Default::default())?;
-    let throughput = crate::step::time_steps(
-        &model.net,
-        &mut sgd,
-        (&images, &labels),
-        (bench.warmup, bench.steps),
-        on_step,
-    )?;
+    let throughput = match bench.mode {
+        BenchMode::Train => {
+            let mut sgd = Sgd::new(nets::weights::trainable(&model.vars), Default::default())?;
+            crate::step::time_steps(
+                &model.net,
+                &mut sgd,
+                (&images, &labels),
+                (bench.warmup, bench.steps),
+                on_step,
+            )?
+        }
+        BenchMode::Inference => time_forward(&model.net, &images, bench, on_step)?,
+    };
+    let peak_device_mib = kernels::memory_pool::pool_memory(&device)?
+        .map(|m| m.used_peak as f64 / kernels::memory_pool::PoolMemory::MIB);
     Ok(TrainReport {
         model: spec.to_string(),
         batch: bench.batch,
@@ -79,7 +122,39 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
         images_per_s_max: throughput.max,
         steps: throughput.steps,
         peak_rss_mib: peak_rss_mib(),
+        mode: bench.mode,
+        peak_device_mib,
     })
+}
+
+/// Times forward passes in evaluation mode, as [`crate::step::time_steps`] times training steps.
+fn time_forward(
+    net: &nets::ResNet,
+    images: &Tensor,
+    bench: &TrainBench,
+    mut on_step: impl FnMut(f64),
+) -> Result<crate::step::Throughput, Error> {
+    let forward = || -> Result<(), Error> {
+        net.forward_t(images, false)?;
+        // Device work is asynchronous on CUDA: wait for it before reading the clock.
+        images.device().synchronize()?;
+        Ok(())
+    };
+    for _ in 0..bench.warmup {
+        forward()?;
+    }
+    let mut seconds = Vec::with_capacity(bench.steps);
+    for _ in 0..bench.steps {
+        let start = Instant::now();
+        forward()?;
+        let s = start.elapsed().as_secs_f64();
+        on_step(s);
+        seconds.push(s);
+    }
+    Ok(crate::step::Throughput::from_step_times(
+        bench.batch,
+        &seconds,
+    ))
 }
 
 /// The ops of one activation shape (batch x channels x size x size) and one conv.
@@ -420,6 +495,7 @@ mod tests {
             kernels: Kernels::Fast,
             warmup: 1,
             steps: 2,
+            mode: BenchMode::Train,
         };
         let mut seen = 0;
         let report = train(&bench, |_| seen += 1).unwrap();
@@ -431,6 +507,25 @@ mod tests {
         assert!(report.images_per_s_min <= report.images_per_s);
         assert!(report.images_per_s <= report.images_per_s_max);
         assert!(report.images_per_s > 0.0);
+        assert_eq!(report.peak_device_mib, None, "no device pool on the CPU");
+        // Reports of training leave the mode out, so older reports read the same.
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(
+            !json.contains(r#""mode""#) && !json.contains("peak_device"),
+            "{json}"
+        );
+        let inference = TrainBench {
+            mode: BenchMode::Inference,
+            ..bench.clone()
+        };
+        let mut seen = 0;
+        let report = train(&inference, |_| seen += 1).unwrap();
+        assert_eq!((seen, report.mode), (2, BenchMode::Inference));
+        assert!(report.images_per_s > 0.0);
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""mode":"inference""#), "{json}");
+        let back: TrainReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
         let zero = TrainBench { steps: 0, ..bench };
         assert!(
             train(&zero, |_| {})

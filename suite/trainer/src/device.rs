@@ -4,6 +4,10 @@ use candle_core::Device;
 
 use crate::Error;
 
+/// The environment variable that, set to `release`, lets the GPU's memory pool return freed
+/// memory to the system at every synchronisation (the driver's default) instead of keeping it.
+pub const POOL_VARIABLE: &str = "RESNET_REPRO_CUDA_POOL";
+
 /// A device as the user names it on the command line and in run specs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum DeviceName {
@@ -29,7 +33,14 @@ impl DeviceName {
                 "this build has no CUDA support (rebuild with `--features cuda`)".into(),
             ));
         }
-        Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
+        let device = Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))?;
+        // Training waits for the device once per metrics window and benchmarks once per step; at
+        // each wait the driver would hand the pool's free memory back, to map it again on the
+        // next step. `RESNET_REPRO_CUDA_POOL=release` keeps the driver's default, for comparison.
+        if std::env::var_os(POOL_VARIABLE).is_none_or(|v| v != "release") {
+            kernels::memory_pool::keep_freed_memory(&device).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(device)
     }
 
     /// The name of an open device.

@@ -161,10 +161,24 @@ fn residual_block_gradients_agree_with_finite_differences_for_options_a_and_b() 
 /// Losses of `steps` training steps of ResNet-20 on a stream of augmented sample batches (a new
 /// batch every step, as in training), starting from the same initial weights.
 fn trajectory(kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
-    trajectory_on(&Device::Cpu, kernels, nudge, steps)
+    trajectory_of("resnet20", &Device::Cpu, kernels, nudge, steps, |_| {})
 }
 
+#[cfg(feature = "cuda")]
 fn trajectory_on(device: &Device, kernels: nets::Kernels, nudge: f32, steps: usize) -> Vec<f32> {
+    trajectory_of("resnet20", device, kernels, nudge, steps, |_| {})
+}
+
+/// The losses of `steps` training steps of `model` on `device`, calling `after_step` with the
+/// device after each (once its loss is read, so the device has finished the step).
+fn trajectory_of(
+    model: &str,
+    device: &Device,
+    kernels: nets::Kernels,
+    nudge: f32,
+    steps: usize,
+    mut after_step: impl FnMut(&Device),
+) -> Vec<f32> {
     let source = datasets::cifar::Source::local(&data_dir().unwrap()).unwrap();
     let data = datasets::cifar::load(&source, None).unwrap();
     let normalize = datasets::Normalize::pixel_mean(&data.train);
@@ -174,7 +188,7 @@ fn trajectory_on(device: &Device, kernels: nets::Kernels, nudge: f32, steps: usi
         ..Default::default()
     };
     let loader = datasets::Loader::new(std::sync::Arc::new(set), config, device).unwrap();
-    let m = model_on("resnet20", kernels, device);
+    let m = model_on(model, kernels, device);
     // Every parameter moved by `nudge` relative, in a pattern that differs from element to element
     // (a uniform scale would vanish in the BN after each conv): rounding-sized noise in every layer.
     for (_, var) in nets::weights::trainable(&m.vars) {
@@ -198,11 +212,13 @@ fn trajectory_on(device: &Device, kernels: nets::Kernels, nudge: f32, steps: usi
         .take(steps)
         .map(|b| {
             let b = b.unwrap();
-            train_step(&m.net, &mut sgd, &b.images, &b.labels, 0.05)
+            let loss = train_step(&m.net, &mut sgd, &b.images, &b.labels, 0.05)
                 .unwrap()
                 .read()
                 .unwrap()
-                .0
+                .0;
+            after_step(device);
+            loss
         })
         .collect()
 }
@@ -223,13 +239,26 @@ fn fast_kernels_follow_the_stock_loss_trajectory_for_50_steps() {
     // not by one uniform nudge, so an order of magnitude is allowed. Differences grow chaotically
     // over the steps (lr 0.05 at batch 8), so the bound is tight early (about 1e-4 at the first
     // steps) and loose late; a wrong gradient breaks it within the first few steps.
+    assert_within_envelope("fast against stock", &fast, &stock, &nudged, 1e-4);
+}
+
+/// Each step's loss of `run` within ten times the largest gap the `nudged` reference has opened
+/// from `reference` up to that step, plus `relative` of the reference's loss.
+fn assert_within_envelope(
+    what: &str,
+    run: &[f32],
+    reference: &[f32],
+    nudged: &[f32],
+    relative: f32,
+) {
+    assert_eq!(run.len(), reference.len(), "{what}: steps");
     let mut noise = 0f32;
-    for (i, ((f, s), n)) in fast.iter().zip(&stock).zip(&nudged).enumerate() {
+    for (i, ((r, s), n)) in run.iter().zip(reference).zip(nudged).enumerate() {
         noise = noise.max((n - s).abs());
-        let bound = 10.0 * noise + 1e-4 * s.abs();
+        let bound = 10.0 * noise + relative * s.abs();
         assert!(
-            (f - s).abs() <= bound,
-            "step {i}: fast {f} vs stock {s} (bound {bound:.2e}); fast {fast:?}, stock {stock:?}, nudged {nudged:?}"
+            (r - s).abs() <= bound,
+            "{what}, step {i}: {r} vs {s} (bound {bound:.2e}); run {run:?}, reference {reference:?}, nudged {nudged:?}"
         );
     }
 }
@@ -247,13 +276,46 @@ fn cudnn_convs_follow_the_cpu_loss_trajectory_for_50_steps() {
     let cpu = trajectory(nets::Kernels::Fast, 0.0, 50);
     let nudged = trajectory(nets::Kernels::Fast, 1e-3, 50);
     let cuda = trajectory_on(&gpu, nets::Kernels::Fast, 0.0, 50);
-    let mut noise = 0f32;
-    for (i, ((g, c), n)) in cuda.iter().zip(&cpu).zip(&nudged).enumerate() {
-        noise = noise.max((n - c).abs());
-        let bound = 10.0 * noise + 1e-3 * c.abs();
+    assert_within_envelope("cuda against cpu", &cuda, &cpu, &nudged, 1e-3);
+}
+
+/// A few hundred steps of ResNet-20 and ResNet-56 on the GPU against the CPU from the same weights
+/// and batches: every loss finite and within the envelope of the cuDNN test above (a TF32-sized
+/// nudge of the CPU run, which widens as the trajectories diverge chaotically), and the device
+/// memory the tensors hold flat once the first steps have allocated the optimizer's state.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_training_follows_the_cpu_for_hundreds_of_steps_in_flat_memory() {
+    const STEPS: usize = 300;
+    const SETTLED: usize = 20;
+    if data_dir().is_none() {
+        return;
+    }
+    let gpu = Device::new_cuda(0).expect("the `cuda` feature's tests need CUDA GPU 0");
+    for model in ["resnet20", "resnet56"] {
+        let fast = nets::Kernels::Fast;
+        let cpu = trajectory_of(model, &Device::Cpu, fast, 0.0, STEPS, |_| {});
+        let nudged = trajectory_of(model, &Device::Cpu, fast, 1e-3, STEPS, |_| {});
+        let mut used = Vec::new();
+        let cuda = trajectory_of(model, &gpu, fast, 0.0, STEPS, |device| {
+            let pool = kernels::memory_pool::pool_memory(device)
+                .unwrap()
+                .expect("the GPU allocates from a memory pool");
+            used.push(pool.used);
+        });
+        assert!(cuda.iter().all(|l| l.is_finite()), "{model}: {cuda:?}");
+        assert_within_envelope(&format!("{model} on cuda"), &cuda, &cpu, &nudged, 1e-3);
+        // One activation-sized tensor kept per step would add megabytes every step.
+        let settled = used[SETTLED];
+        let most = *used[SETTLED..].iter().max().unwrap();
         assert!(
-            (g - c).abs() <= bound,
-            "step {i}: cuda {g} vs cpu {c} (bound {bound:.2e}); cuda {cuda:?}, cpu {cpu:?}, nudged {nudged:?}"
+            most <= settled + (1 << 20),
+            "{model}: device memory grew from {settled} to {most} bytes after step {SETTLED}: {used:?}"
+        );
+        eprintln!(
+            "{model}: {STEPS} steps, device memory in use {:.1} MiB from step {SETTLED} on (peak {:.1} MiB)",
+            settled as f64 / 1048576.0,
+            most as f64 / 1048576.0
         );
     }
 }

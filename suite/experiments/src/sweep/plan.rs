@@ -255,6 +255,7 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
                     kernels: run.spec.kernels,
                     warmup: 1,
                     steps: 2,
+                    mode: Default::default(),
                 };
                 let probed = trainer::bench::train(&bench, |_| {})
                     .ok()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use nets::Kernels;
 use trainer::DeviceName;
-use trainer::bench::{OpBench, TrainBench};
+use trainer::bench::{BenchMode, OpBench, TrainBench};
 
 use crate::cli::Global;
 
@@ -65,10 +65,15 @@ const TRAIN_EXAMPLES: &str = "\
 Examples:
   suite bench train --model resnet20 --batch 128
   suite bench train --model resnet56 --batch 128 --steps 20 --json
-  suite bench train --model resnet20 --batch 128 --kernels stock";
+  suite bench train --model resnet20 --batch 128 --kernels stock
+  suite bench train --model resnet50 --batch 256 --device cuda --inference --json
+
+On a GPU the report also gives the most device memory the process's tensors held at once
+(peak_device_mib), as PyTorch's torch.cuda.max_memory_allocated counts it.";
 
 /// Images/s of full training steps (forward, cross-entropy, backward, momentum-SGD update) on one
-/// random batch, after warm-up steps; prints the median, min and max over the timed steps.
+/// random batch, after warm-up steps, or of inference with --inference; prints the median, min and
+/// max over the timed steps.
 #[derive(Debug, clap::Args)]
 #[command(after_help = TRAIN_EXAMPLES)]
 struct TrainArgs {
@@ -89,6 +94,9 @@ struct TrainArgs {
     /// Timed steps
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Time forward passes in evaluation mode (inference) instead of training steps
+    #[arg(long)]
+    inference: bool,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -204,6 +212,11 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         kernels: args.kernels,
         warmup: args.warmup,
         steps: args.steps,
+        mode: if args.inference {
+            BenchMode::Inference
+        } else {
+            BenchMode::Train
+        },
     };
     let bar = indicatif::ProgressBar::new(args.steps as u64)
         .with_message(format!("{} b{}", bench.model, args.batch));
@@ -216,16 +229,20 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        let peak = r
+        let mut peak = r
             .peak_rss_mib
             .map_or(String::new(), |m| format!(", peak memory {m:.0} MiB"));
+        if let Some(m) = r.peak_device_mib {
+            peak += &format!(", peak device memory {m:.0} MiB");
+        }
         println!(
-            "{} batch {} on {} ({} kernels, {} threads): {:.1} images/s (min {:.1}, max {:.1}, {} steps{peak})",
+            "{} batch {} on {} ({} kernels, {} threads), {}: {:.1} images/s (min {:.1}, max {:.1}, {} steps{peak})",
             r.model,
             r.batch,
             r.device,
             r.kernels,
             r.threads,
+            r.mode,
             r.images_per_s,
             r.images_per_s_min,
             r.images_per_s_max,
