@@ -22,9 +22,11 @@
 # With --bundle, the binaries and data come from `ci/cuda-bundle.sh DIR`, built on another machine,
 # and this machine needs no Rust toolchain or nvcc: only the driver and the CUDA 13 libraries
 # (cuBLAS, cuRAND, NVRTC, cuDNN, cudart; those of Python's NVIDIA wheels are found by themselves).
+# The sections' functions are called through `section NAME FUNCTION`, which ShellCheck cannot see.
+# shellcheck disable=SC2329
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bundle= only=
+bundle='' only=''
 while [[ ${1:-} == --* ]]; do
   case $1 in
     --bundle) bundle=${2:?--bundle takes the directory ci/cuda-bundle.sh wrote} ;;
