@@ -44,6 +44,15 @@ pub fn percent(x: f64) -> String {
     format!("{:+.2}%", 100.0 * x)
 }
 
+/// `mean ± sd` to two decimals, or the mean alone where one seed leaves no spread (`sd` NaN).
+pub fn mean_sd(mean: f64, sd: f64) -> String {
+    if sd.is_finite() {
+        format!("{mean:.2} ± {sd:.2}")
+    } else {
+        format!("{mean:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

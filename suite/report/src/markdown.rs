@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use experiments::text::markdown_table;
+use experiments::text::{markdown_table, mean_sd};
 
 use crate::figures::{FigureKind, display_name};
 use crate::results::Results;
@@ -273,15 +273,6 @@ pub fn views(results: &Results) -> Option<Table> {
         ],
         rows,
     })
-}
-
-/// `mean ± sd`, or the mean alone where one seed leaves no spread.
-fn mean_sd(mean: f64, sd: f64) -> String {
-    if sd.is_finite() {
-        format!("{mean:.2} ± {sd:.2}")
-    } else {
-        format!("{mean:.2}")
-    }
 }
 
 /// The sentence under the summary table.

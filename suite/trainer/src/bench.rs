@@ -107,7 +107,11 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
                 on_step,
             )?
         }
-        BenchMode::Inference => time_forward(&model.net, &images, bench, on_step)?,
+        BenchMode::Inference => {
+            crate::step::time_repeated(&images, (bench.warmup, bench.steps), on_step, || {
+                model.net.forward_t(&images, false).map(drop)
+            })?
+        }
     };
     let peak_device_mib = kernels::memory_pool::pool_memory(&device)?
         .map(|m| m.used_peak as f64 / kernels::memory_pool::PoolMemory::MIB);
@@ -125,36 +129,6 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
         mode: bench.mode,
         peak_device_mib,
     })
-}
-
-/// Times forward passes in evaluation mode, as [`crate::step::time_steps`] times training steps.
-fn time_forward(
-    net: &nets::ResNet,
-    images: &Tensor,
-    bench: &TrainBench,
-    mut on_step: impl FnMut(f64),
-) -> Result<crate::step::Throughput, Error> {
-    let forward = || -> Result<(), Error> {
-        net.forward_t(images, false)?;
-        // Device work is asynchronous on CUDA: wait for it before reading the clock.
-        images.device().synchronize()?;
-        Ok(())
-    };
-    for _ in 0..bench.warmup {
-        forward()?;
-    }
-    let mut seconds = Vec::with_capacity(bench.steps);
-    for _ in 0..bench.steps {
-        let start = Instant::now();
-        forward()?;
-        let s = start.elapsed().as_secs_f64();
-        on_step(s);
-        seconds.push(s);
-    }
-    Ok(crate::step::Throughput::from_step_times(
-        bench.batch,
-        &seconds,
-    ))
 }
 
 /// The ops of one activation shape (batch x channels x size x size) and one conv.

@@ -113,18 +113,33 @@ pub fn time_steps(
     net: &nets::ResNet,
     sgd: &mut Sgd,
     (images, labels): (&Tensor, &Tensor),
+    counts: (usize, usize),
+    on_step: impl FnMut(f64),
+) -> Result<Throughput> {
+    time_repeated(images, counts, on_step, || {
+        train_step(net, sgd, images, labels, 0.1).map(drop)
+    })
+}
+
+/// Times `steps` runs of `step` on the batch `images` after `warmup` untimed ones, each run ended
+/// by waiting for the device (work is asynchronous on CUDA: the queued kernels are timed, not
+/// their launch). `on_step` sees each timed run's seconds.
+pub fn time_repeated(
+    images: &Tensor,
     (warmup, steps): (usize, usize),
     mut on_step: impl FnMut(f64),
+    mut step: impl FnMut() -> Result<()>,
 ) -> Result<Throughput> {
+    let device = images.device();
     for _ in 0..warmup {
-        train_step(net, sgd, images, labels, 0.1)?;
+        step()?;
+        device.synchronize()?;
     }
     let mut seconds = Vec::with_capacity(steps);
     for _ in 0..steps {
         let start = Instant::now();
-        train_step(net, sgd, images, labels, 0.1)?;
-        // Device work is asynchronous on CUDA: wait for it before reading the clock.
-        images.device().synchronize()?;
+        step()?;
+        device.synchronize()?;
         let s = start.elapsed().as_secs_f64();
         on_step(s);
         seconds.push(s);

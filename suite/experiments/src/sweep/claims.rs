@@ -40,6 +40,14 @@ pub fn binomial_sd(percent: f64, n: u64) -> f64 {
     100.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt()
 }
 
+/// Held when `v` is within `sigmas` combined standard deviations (the paper's `paper_sd` and the
+/// measurement's own) of the paper's `reference`, else failed; with the band's half-width.
+fn within_band(v: &Value, reference: f64, paper_sd: f64, sigmas: f64) -> (Verdict, f64) {
+    let band = sigmas * (paper_sd.powi(2) + v.se.powi(2)).sqrt();
+    let held = (v.mean - reference).abs() <= band;
+    (if held { Verdict::Held } else { Verdict::Failed }, band)
+}
+
 fn value(
     records: &[RunRecord],
     measurements: &Measurements,
@@ -523,9 +531,8 @@ fn check(
                     (Some(m), Some(s)) => (m, s),
                     _ => (row.error, binomial_sd(row.error, 10_000)),
                 };
-                let band = sigmas * (paper_sd.powi(2) + v.se.powi(2)).sqrt();
-                let held = (v.mean - reference).abs() <= band;
-                parts.push(if held { Verdict::Held } else { Verdict::Failed });
+                let (verdict, band) = within_band(&v, reference, paper_sd, *sigmas);
+                parts.push(verdict);
                 measured.push(show(model, v));
                 why.push(format!(
                     "{model}: {:.2} vs paper {reference:.2}, band ±{band:.2}",
@@ -556,9 +563,8 @@ fn check(
                 let v = value(records, measurements, model, *metric).expect("checked above");
                 let reference = paper_number(paper_toml, paper_key);
                 let paper_sd = binomial_sd(reference, *paper_images);
-                let band = sigmas * (paper_sd.powi(2) + v.se.powi(2)).sqrt();
-                let held = (v.mean - reference).abs() <= band;
-                parts.push(if held { Verdict::Held } else { Verdict::Failed });
+                let (verdict, band) = within_band(&v, reference, paper_sd, *sigmas);
+                parts.push(verdict);
                 measured.push(show(model, v));
                 why.push(format!(
                     "{model}: {:.2} vs paper {reference:.2} ({paper_key}), band ±{band:.2}",

@@ -22,7 +22,7 @@ pub mod views;
 use std::path::{Path, PathBuf};
 
 use crate::store::{read_parquet, write_table, write_text};
-use crate::text::markdown_table;
+use crate::text::{markdown_table, mean_sd};
 use crate::{Error, Verdict};
 use claims::VerdictRow;
 use config::SweepConfig;
@@ -179,15 +179,6 @@ fn views_text(rows: &[ViewSummary]) -> String {
             the summary's test error above is the center crop's. The paper's numbers are for its \
             full protocol (all 1,000 classes at full resolution), which a quick profile reduces.\n\n";
     out
-}
-
-/// `mean ± sd`, or the mean alone where one seed leaves no spread.
-fn mean_sd(mean: f64, sd: f64) -> String {
-    if sd.is_nan() {
-        format!("{mean:.2}")
-    } else {
-        format!("{mean:.2} ± {sd:.2}")
-    }
 }
 
 /// The paper's reference: typed, and as a TOML tree for keyed lookups.
