@@ -6,6 +6,9 @@
 //!   training transform (scale augmentation, crop, flip, PCA colour, normalisation) as the loader
 //!   runs it; and, for the ratio, decoding, resizing the whole image and cropping. On the shared
 //!   ImageNet sample's first 32 JPEGs where it is present, else a generated 500x375 image.
+//! - `imagenet_decode_dct_scaled_{sample,synthetic}/{8,4,2,1}`: the same JPEGs decoded by
+//!   jpeg-decoder with its IDCT scaled to n/8 of each side, the reduced-scale decoding a transform
+//!   could use when the target is small enough; `8` is its full-size decode, beside `decode` above.
 //! - `resnet20_forward_backward/128`: the consumer, a forward and backward pass at batch 128 with
 //!   candle's stock ops (the SGD update it leaves out is a small part of a step).
 //!
@@ -37,7 +40,10 @@ fn cifar(c: &mut Criterion) {
     let mut group = c.benchmark_group("cifar_train_batch");
     group.throughput(Throughput::Elements(128));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for threads in [1, cores] {
+    let mut thread_counts = vec![1, cores];
+    // One core gives one case, not the same id twice (which criterion refuses).
+    thread_counts.dedup();
+    for threads in thread_counts {
         let config = LoaderConfig {
             batch_size: 128,
             threads: Some(threads),
@@ -120,6 +126,24 @@ fn imagenet(c: &mut Criterion) {
             black_box(image::imageops::crop_imm(&resized, x, y, 224, 224).to_image());
         })
     });
+    group.finish();
+
+    // Reduced-scale decoding saves IDCT and colour-conversion work, not the entropy decoding every
+    // scale does; these cases measure what that leaves.
+    let mut group = c.benchmark_group(format!("imagenet_decode_dct_scaled_{source}"));
+    group.throughput(Throughput::Elements(1));
+    for eighths in [8u32, 4, 2, 1] {
+        group.bench_function(format!("{eighths}"), |b| {
+            b.iter(|| {
+                let mut decoder = jpeg_decoder::Decoder::new(&jpeg()[..]);
+                decoder.read_info().unwrap();
+                let info = decoder.info().unwrap();
+                let side = |len: u16| (len as u32 * eighths).div_ceil(8) as u16;
+                decoder.scale(side(info.width), side(info.height)).unwrap();
+                black_box(decoder.decode().unwrap())
+            })
+        });
+    }
     group.finish();
 }
 
