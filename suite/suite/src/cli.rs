@@ -155,6 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn the_steps_of_a_split_sweep_exclude_each_other() {
+        for extra in [
+            ["--run", "resnet20-seed0-0", "--no-train"],
+            ["--run", "resnet20-seed0-0", "--emit=slurm"],
+            ["--emit", "commands", "--no-train"],
+            ["--emit", "commands", "--dry-run"],
+        ] {
+            let args = ["suite", "reproduce", "fig1"].into_iter().chain(extra);
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{extra:?}: {err}"
+            );
+        }
+        let cli =
+            Cli::try_parse_from(["suite", "reproduce", "fig1", "--run", "a-seed0-1,b-seed1-2"])
+                .unwrap();
+        assert!(matches!(cli.cmd, Cmd::Reproduce(_)));
+    }
+
+    #[test]
     fn global_options_go_anywhere() {
         let cli =
             Cli::try_parse_from(["suite", "reproduce", "table1", "--results", "/tmp/r"]).unwrap();

@@ -445,3 +445,93 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
     ])
     .code(0);
 }
+
+/// A sweep split into jobs ends with the tables of the same sweep run in one go: the commands of
+/// `--emit commands`, each run as its own process, and the task and tabulate modes of the
+/// `--emit slurm` script (what Slurm runs on the nodes), task by task.
+#[test]
+fn sweeps_split_into_jobs_end_with_the_tables_of_one_sweep() {
+    let Some(cifar) = shared_data("cifar10") else {
+        return;
+    };
+    let data = format!("cifar10={}", cifar.display());
+    let dir = Dir::default();
+    dir.suite(&sweep_args(&["fig1"], "whole", &data)).code(0);
+    let whole = figures(&dir.join("whole/fig1/smoke/runs.csv"));
+
+    let emit = |out: &str, format: &str| {
+        let mut args = sweep_args(&["fig1"], out, &data);
+        args.extend(["--emit", format]);
+        dir.suite(&args).code(0).stdout()
+    };
+    let listing = emit("split", "commands");
+    let commands: Vec<&str> = listing.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(commands.len(), 3, "{listing}");
+    assert!(listing.contains("2 of 2 runs to train"), "{listing}");
+    let (tabulate, runs) = commands.split_last().unwrap();
+    assert!(tabulate.ends_with(" --no-train"), "{listing}");
+    // Tabulating before any run has finished says so and trains nothing.
+    let early = dir.bash(&["-c", tabulate], &[]).code(0);
+    assert!(
+        early.stderr().contains("2 of 2 runs have not finished"),
+        "{}",
+        early.stderr()
+    );
+    assert!(!dir.join("split/runs").exists() || store_size(&dir, "split") == 0);
+    for (i, command) in runs.iter().enumerate() {
+        assert!(command.contains(" --run "), "{command}");
+        dir.bash(&["-c", command], &[]).code(0);
+        assert_eq!(store_size(&dir, "split"), i + 1, "{command}");
+    }
+    dir.bash(&["-c", tabulate], &[]).code(0);
+    assert_eq!(figures(&dir.join("split/fig1/smoke/runs.csv")), whole);
+    let again = emit("split", "commands");
+    assert!(again.contains("0 of 2 runs to train"), "{again}");
+    assert_eq!(again.lines().filter(|l| !l.starts_with('#')).count(), 1);
+
+    let script = emit("slurm", "slurm");
+    std::fs::write(dir.join("fig1.sh"), &script).unwrap();
+    dir.bash(&["-n", "fig1.sh"], &[]).code(0);
+    // .ci/run names ShellCheck; elsewhere bash's parse above is the check.
+    if let Some(shellcheck) = std::env::var_os("SHELLCHECK") {
+        let lint = std::process::Command::new(shellcheck)
+            .arg(dir.join("fig1.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            lint.status.success(),
+            "{}",
+            String::from_utf8_lossy(&lint.stdout)
+        );
+    }
+    assert!(
+        script.contains("--array=0-$(( ${#runs[@]} - 1 ))") && !script.contains("--gres"),
+        "{script}"
+    );
+    for task in ["0", "1"] {
+        dir.bash(&["fig1.sh", "task"], &[("SLURM_ARRAY_TASK_ID", task)])
+            .code(0);
+    }
+    dir.bash(&["fig1.sh", "tabulate"], &[]).code(0);
+    assert_eq!(figures(&dir.join("slurm/fig1/smoke/runs.csv")), whole);
+
+    // A GPU sweep asks Slurm for a GPU per job; a run id not in the plan is an error naming the
+    // plan's runs.
+    let mut args = sweep_args(&["fig1"], "gpu", &data);
+    args.extend(["--device", "cuda", "--emit", "slurm"]);
+    let gpu = dir.suite(&args).code(0).stdout();
+    assert_eq!(gpu.matches("--gres=gpu:1").count(), 2, "{gpu}");
+    let mut args = sweep_args(&["fig1"], "split", &data);
+    args.extend(["--run", "resnet20-seed9-00000000"]);
+    let err = dir.suite(&args).code(2).stderr();
+    assert!(
+        err.contains("--run resnet20-seed9-00000000") && err.contains("plain20-seed0-"),
+        "{err}"
+    );
+}
+
+fn store_size(dir: &Dir, out: &str) -> usize {
+    std::fs::read_dir(dir.join(out).join("runs"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}

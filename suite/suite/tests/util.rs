@@ -45,6 +45,27 @@ impl Dir {
         cmd
     }
 
+    /// `bash ARGS` in this directory, with the environment [`Dir::suite`] gives `suite` (for
+    /// scripts and command lines that `suite` wrote), and extra variables.
+    pub fn bash(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let suite = self.command(&[]);
+        let mut bash = Command::new("bash");
+        bash.args(args).current_dir(self.path());
+        for (k, v) in suite.get_envs() {
+            match v {
+                Some(v) => bash.env(k, v),
+                None => bash.env_remove(k),
+            };
+        }
+        for (k, v) in envs {
+            bash.env(k, v);
+        }
+        Run {
+            args: format!("(bash) {}", args.join(" ")),
+            output: bash.output().unwrap(),
+        }
+    }
+
     /// `suite` with extra environment variables.
     pub fn suite_env(&self, args: &[&str], envs: &[(&str, &Path)]) -> Run {
         let mut cmd = self.command(args);

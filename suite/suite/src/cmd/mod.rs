@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its `Args` (the `--help` text) and `run`.
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
 pub mod eval;
 pub mod init;

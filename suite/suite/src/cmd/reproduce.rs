@@ -30,11 +30,17 @@ Examples:
   suite reproduce table3 table4 --profile quick --data imagenet=/data/imagenet --device cuda
                                                        Table 3's nets, scored with 10 crops and
                                                        at multiple scales (Table 4)
+  suite reproduce table6 --profile paper --device cuda --results /shared/r --emit slurm > t6.sh
+                                                       a Slurm script: `bash t6.sh --partition gpu`
+                                                       submits a task per run, then the tables
+                                                       (--emit commands: plain shell commands)
 
 Sweeps (CIFAR-10: table6, fig1, fig6, fig7, ablation-skip; ImageNet: table2, fig4, table3,
 table4; `suite list experiments` lists them) keep their runs in <results>/runs/<run-id>: a
 run needed by several experiments trains once, an interrupted sweep resumes where it stopped, and
-finished runs are skipped. Tables go to <results>/<experiment>/<profile>/.
+finished runs are skipped. Tables go to <results>/<experiment>/<profile>/. Split over machines
+that share the results directory, each trains its runs (`--run ID`) and one tabulates at the end
+(`--no-train`); `--emit` writes those commands.
 
 Exit codes: 0 no claim failed, 1 a claim failed, 2 error.";
 
@@ -78,6 +84,20 @@ pub struct Args {
     /// Also draw the sweep's figures and report (as `suite report` does) into --reports
     #[arg(long)]
     report: bool,
+    /// Train only these runs of the plan (comma-separated run ids, as the plan's `run` column
+    /// names them) and write no tables: one task of a sweep split over machines (see --emit)
+    #[arg(long = "run", value_delimiter = ',', value_name = "RUN_ID",
+          conflicts_with_all = ["no_train", "emit", "report", "dry_run"])]
+    runs: Vec<String>,
+    /// Train nothing: tabulate the runs already finished and decide the claims, the last step of
+    /// a sweep split over machines (claims whose runs have not finished are "not run")
+    #[arg(long, conflicts_with_all = ["emit", "dry_run"])]
+    no_train: bool,
+    /// Print the sweep as jobs for other machines instead of training it: `commands`, one shell
+    /// command per run still to train and then the one that tabulates, or `slurm`, a script that
+    /// submits them as a Slurm array job and a tabulating job after it
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "dry_run")]
+    emit: Option<super::cluster::Emit>,
     /// Directory reports are written to, as <DIR>/<experiment>/<profile>/
     #[arg(long, value_name = "DIR", default_value = "reports")]
     reports: std::path::PathBuf,
@@ -115,6 +135,25 @@ pub struct VerifyArgs {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
     let results = global.results_dir(args.sweep.out.as_deref());
+    if let Some(format) = args.emit {
+        let plans = sweep_plans(&args, global, &configs, &results)?;
+        let setup = super::cluster::Setup {
+            experiments: &args.experiments,
+            profile: &args.sweep.profile,
+            models: &args.models,
+            device: args.device,
+            deterministic: args.deterministic,
+            configs: &configs,
+            results: &results,
+            data: &global.data,
+        };
+        print!("{}", super::cluster::emit(format, &setup, &plans)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.runs.is_empty() {
+        train_named_runs(&args, global, &configs, &results)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut verdicts = Vec::new();
     for name in &args.experiments {
         if registry::find(name).is_some() {
@@ -184,15 +223,23 @@ pub(crate) fn load(configs: &Path, name: &str) -> anyhow::Result<SweepConfig> {
     Ok(SweepConfig::load(configs, name)?)
 }
 
-fn sweep_one(
-    config: &SweepConfig,
+/// A sweep's runs under the user's options, their status read from the store.
+pub(crate) struct SweepPlan {
+    pub config: SweepConfig,
+    pub options: plan::Options,
+    pub runs: Vec<plan::PlannedRun>,
+    /// An ImageNet sweep without a local copy: its plan can be shown, never trained.
+    pub no_imagenet: bool,
+}
+
+fn plan_sweep(
+    config: SweepConfig,
     args: &Args,
     configs: &Path,
     results: &Path,
     global: &Global,
-) -> anyhow::Result<Verdict> {
+) -> anyhow::Result<SweepPlan> {
     let profile = args.sweep.profile.as_str();
-    let about = config.profile(profile)?.about.clone();
     let protocols = Protocols::read(&configs.join("reference/paper.toml"))?;
     let dataset = config.header.dataset.as_str();
     let data = global.data_path(dataset).map(Path::to_path_buf);
@@ -205,9 +252,122 @@ fn sweep_one(
         kernels: nets::Kernels::Fast,
         deterministic: args.deterministic,
     };
-    let store = sweep::store_dir(results);
-    let mut runs = plan::plan(config, profile, &protocols, &options, &store)?;
-    if !args.no_probe && !no_imagenet {
+    let runs = plan::plan(
+        &config,
+        profile,
+        &protocols,
+        &options,
+        &sweep::store_dir(results),
+    )?;
+    Ok(SweepPlan {
+        config,
+        options,
+        runs,
+        no_imagenet,
+    })
+}
+
+/// The plans of the sweeps among `args.experiments` (Table 1 trains nothing and has none).
+fn sweep_plans(
+    args: &Args,
+    global: &Global,
+    configs: &Path,
+    results: &Path,
+) -> anyhow::Result<Vec<SweepPlan>> {
+    let mut plans = Vec::new();
+    for name in &args.experiments {
+        if registry::find(name).is_some() {
+            continue;
+        }
+        let config = load(configs, name)?;
+        config.profile(&args.sweep.profile)?;
+        plans.push(plan_sweep(config, args, configs, results, global)?);
+    }
+    Ok(plans)
+}
+
+pub(crate) fn missing_imagenet(experiment: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{experiment} trains on ImageNet, which the suite never downloads: pass a local copy with \
+         --data imagenet=DIR, where DIR holds train/<wnid>/<image> (the training images, one \
+         folder per class) and the validation images as val/<wnid>/<image> (or the Kaggle \
+         copy's flat images with LOC_val_solution.csv); `suite data synth-imagenet DIR` \
+         writes a small generated one for the smoke profile"
+    )
+}
+
+/// `--run ID,...`: trains those runs of the experiments' plans (a run two experiments share
+/// trains once) and writes no tables, since other machines may still be training the rest.
+fn train_named_runs(
+    args: &Args,
+    global: &Global,
+    configs: &Path,
+    results: &Path,
+) -> anyhow::Result<()> {
+    let plans = sweep_plans(args, global, configs, results)?;
+    let mut chosen: Vec<plan::PlannedRun> = Vec::new();
+    for id in &args.runs {
+        let found = plans.iter().find_map(|p| {
+            p.runs
+                .iter()
+                .find(|r| r.dir.file_name().is_some_and(|n| n == id.as_str()))
+                .map(|r| (p, r))
+        });
+        let Some((sweep, run)) = found else {
+            let known: Vec<String> = super::cluster::distinct_runs(&plans)
+                .iter()
+                .map(|r| super::cluster::run_id(r))
+                .collect();
+            anyhow::bail!(
+                "--run {id}: no such run in the {} profile of {} with these options (its runs: {})",
+                args.sweep.profile,
+                args.experiments.join(", "),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        if sweep.no_imagenet {
+            return Err(missing_imagenet(&sweep.config.name));
+        }
+        if !chosen.iter().any(|c| c.dir == run.dir) {
+            chosen.push(run.clone());
+        }
+    }
+    print!("{}", plan_table(&chosen, args.jobs, &args.device));
+    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
+    let cache = datasets::cifar::default_cache_dir();
+    let progress = SweepProgress::new(&chosen, args.quiet);
+    let trained = sweep::execute::execute(&chosen, args.jobs, Some(&cache), &provenance, &progress);
+    progress.overall.finish_and_clear();
+    trained?;
+    eprintln!(
+        "tables: `suite reproduce {} --profile {} --no-train` (with the same options) once every \
+         run has finished",
+        args.experiments.join(" "),
+        args.sweep.profile
+    );
+    Ok(())
+}
+
+fn sweep_one(
+    config: &SweepConfig,
+    args: &Args,
+    configs: &Path,
+    results: &Path,
+    global: &Global,
+) -> anyhow::Result<Verdict> {
+    let profile = args.sweep.profile.as_str();
+    let about = config.profile(profile)?.about.clone();
+    let SweepPlan {
+        config: _,
+        options,
+        mut runs,
+        no_imagenet,
+    } = plan_sweep(config.clone(), args, configs, results, global)?;
+    if !args.no_probe && !args.no_train && !no_imagenet {
         if !args.quiet {
             eprintln!("probing training speed of the models still to train (cached per build)...");
         }
@@ -223,21 +383,31 @@ fn sweep_one(
         return Ok(Verdict::NotRun);
     }
     if no_imagenet {
-        anyhow::bail!(
-            "{} trains on ImageNet, which the suite never downloads: pass a local copy with \
-             --data imagenet=DIR, where DIR holds train/<wnid>/<image> (the training images, one \
-             folder per class) and the validation images as val/<wnid>/<image> (or the Kaggle \
-             copy's flat images with LOC_val_solution.csv); `suite data synth-imagenet DIR` \
-             writes a small generated one for the smoke profile",
-            config.name
-        );
+        return Err(missing_imagenet(&config.name));
     }
+    let protocols = Protocols::read(&configs.join("reference/paper.toml"))?;
+    let store = sweep::store_dir(results);
     let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
     let cache = datasets::cifar::default_cache_dir();
-    let progress = SweepProgress::new(&runs, args.quiet);
-    let trained = sweep::execute::execute(&runs, args.jobs, Some(&cache), &provenance, &progress);
-    progress.overall.finish_and_clear();
-    trained?;
+    if args.no_train {
+        let unfinished = runs
+            .iter()
+            .filter(|r| r.status != plan::Status::Done)
+            .count();
+        if unfinished > 0 {
+            eprintln!(
+                "--no-train: {unfinished} of {} runs have not finished; the claims that need them \
+                 are not run",
+                runs.len()
+            );
+        }
+    } else {
+        let progress = SweepProgress::new(&runs, args.quiet);
+        let trained =
+            sweep::execute::execute(&runs, args.jobs, Some(&cache), &provenance, &progress);
+        progress.overall.finish_and_clear();
+        trained?;
+    }
     // The tables hold every finished run of the sweep, also those of earlier `--models` choices.
     let all = plan::Options {
         models: Vec::new(),
@@ -288,18 +458,8 @@ fn sweep_one(
 /// `suite` and its arguments as a shell would take them back: arguments with spaces or shell
 /// characters in single quotes.
 pub(crate) fn command_line(args: impl Iterator<Item = String>) -> String {
-    let quote = |a: String| {
-        let plain = !a.is_empty()
-            && a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+%".contains(c));
-        if plain {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        }
-    };
     std::iter::once("suite".to_string())
-        .chain(args.map(quote))
+        .chain(args.map(|a| super::cluster::shell_word(&a)))
         .collect::<Vec<_>>()
         .join(" ")
 }
