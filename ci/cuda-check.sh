@@ -12,13 +12,16 @@
 #   fast kernels and the kept memory pool are worth (stock kernels; the driver's pool default);
 # - compare: against PyTorch on the same GPU, training and inference (PYTHON with CUDA torch);
 # - jobs: several CIFAR runs sharing the GPU (`suite reproduce --jobs N`), total images/s;
-# - ops: per-pass conv timings at the CIFAR shapes (`suite bench op --device cuda:0`).
+# - ops: per-pass conv timings at the CIFAR shapes (`suite bench op --device cuda:0`);
+# - estimate: what the paper profiles and the quick ones would take on this GPU (`suite reproduce
+#   --dry-run`: each net probed for a few steps at its runs' batch and crop).
 #
 # Usage: ci/cuda-check.sh [--bundle DIR] [--only SECTIONS] [OUT_DIR]   (default OUT_DIR: a
 #        temporary directory; JSON lines land there)
 #   PYTHON=python3 ci/cuda-check.sh /tmp/cuda-check
 #   ci/cuda-check.sh --only tests,resume,bench /tmp/cuda-check
-# Sections, in the order they run: tests, resume, bench, compare (needs PYTHON), jobs, ops.
+# Sections, in the order they run: tests, resume, bench, compare (needs PYTHON), jobs, ops,
+# estimate.
 # With --bundle, the binaries and data come from `ci/cuda-bundle.sh DIR`, built on another machine,
 # and this machine needs no Rust toolchain or nvcc: only the driver and the CUDA 13 libraries
 # (cuBLAS, cuRAND, NVRTC, cuDNN, cudart; those of Python's NVIDIA wheels are found by themselves).
@@ -199,6 +202,20 @@ jobs() {
   ci/jobs-throughput.sh "$suite" "$device" "$data/cifar10/sample" "$out" 1 2 4 8
 }
 
+# The GPU time of the paper's protocol and of the quick profiles, from the sweeps' own plans. The
+# probe trains on random tensors, so the ImageNet plans only need a folder to name: a generated one.
+estimate() {
+  : >"$out/estimates.txt"
+  local synth=$out/synth-imagenet results=$out/estimate-results
+  "$suite" data synth-imagenet "$synth" --classes 4 >/dev/null
+  for profile in quick paper; do
+    "$suite" reproduce table6 fig6 fig7 ablation-skip --profile "$profile" --device "$device" \
+      --dry-run --data "cifar10=$data/cifar10/sample" --results "$results" | tee -a "$out/estimates.txt"
+    "$suite" reproduce table2 table3 --profile "$profile" --device "$device" --dry-run \
+      --data "imagenet=$synth" --results "$results" | tee -a "$out/estimates.txt"
+  done
+}
+
 section tests tests
 build_suite
 section resume resume
@@ -206,6 +223,7 @@ section bench bench
 section compare compare
 section jobs jobs
 section ops ops
+section estimate estimate
 cat "$out/sections.txt"
 echo "results in $out"
 exit "$failed"

@@ -73,6 +73,9 @@ pub struct ThroughputBaseline {
     /// Training steps unless it says inference.
     #[serde(default, skip_serializing_if = "is_train")]
     pub mode: BenchMode,
+    /// The input side where it is not the net's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
     pub images_per_s: f64,
 }
 
@@ -100,8 +103,10 @@ impl AccuracyBaseline {
 impl ThroughputBaseline {
     fn name(&self) -> String {
         format!(
-            "{} b{} {} {} kernels, {} threads: {} images/s",
+            "{}{} b{} {} {} kernels, {} threads: {} images/s",
             self.model,
+            self.resolution
+                .map_or(String::new(), |side| format!(" at {side}x{side}")),
             self.batch,
             self.device,
             self.kernels,
@@ -120,6 +125,7 @@ impl ThroughputBaseline {
             && self.kernels == r.kernels
             && self.threads == r.threads
             && self.mode == r.mode
+            && self.resolution == r.resolution
     }
 }
 
@@ -317,6 +323,7 @@ pub fn throughput_of(reports: &[TrainReport], device_class: &str) -> Vec<Through
             kernels: r.kernels.clone(),
             threads: r.threads,
             mode: r.mode,
+            resolution: r.resolution,
             images_per_s: r.images_per_s,
         })
         .collect()
@@ -507,6 +514,7 @@ mod tests {
             peak_rss_mib: None,
             mode: Default::default(),
             peak_device_mib: None,
+            resolution: None,
         }
     }
 
@@ -546,5 +554,18 @@ mod tests {
             check_throughput(&baseline, &[other], "EPYC")[0].status,
             Status::Missing
         );
+        // Images of another size are another benchmark.
+        let mut smaller = report(100.0);
+        smaller.resolution = Some(16);
+        assert_eq!(
+            check_throughput(&baseline, &[smaller.clone()], "EPYC")[0].status,
+            Status::Missing
+        );
+        let at_16 = throughput_of(&[smaller.clone()], "EPYC");
+        assert_eq!(
+            check_throughput(&at_16, &[smaller], "EPYC")[0].status,
+            Status::Pass
+        );
+        assert!(at_16[0].name().contains("at 16x16"), "{}", at_16[0].name());
     }
 }

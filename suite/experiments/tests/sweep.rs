@@ -111,6 +111,21 @@ fn the_imagenet_sweeps_load_and_plan_the_papers_protocol() {
         }
     );
     assert_eq!(quick[0].spec.model_spec().unwrap().num_classes, 100);
+
+    // The time estimate probes a net at its run's crop, not the paper's 224: the smoke profile's
+    // 32x32 here (the probe cache's key names the side).
+    let mut smoke: Vec<_> = plan_of("table2", "smoke").into_iter().take(1).collect();
+    assert_eq!(smoke[0].spec.data.resolution, Some(32));
+    let cache = data.path().join("probes.json");
+    plan::estimate(&mut smoke, Some(&cache), 1);
+    assert!(smoke[0].estimate_s.is_some_and(|s| s > 0.0));
+    let probes: plan::ProbeCache =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let keys: Vec<&String> = probes.images_per_s.keys().collect();
+    assert!(
+        keys.len() == 1 && keys[0].ends_with(&format!("|{}|32", smoke[0].spec.batch_size)),
+        "{keys:?}"
+    );
 }
 
 /// A configs directory holding the real reference, Table 6 and `bad.toml` with `text`, and what

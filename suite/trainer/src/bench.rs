@@ -28,6 +28,9 @@ pub struct TrainBench {
     pub steps: usize,
     /// What a step is: training (forward, loss, backward, update) or inference.
     pub mode: BenchMode,
+    /// The input images' side; `None`: the net's own (32 for CIFAR nets, the paper's 224 crop for
+    /// ImageNet ones). Shorter runs train ImageNet nets at smaller crops.
+    pub resolution: Option<usize>,
 }
 
 /// What a benchmark step does.
@@ -79,6 +82,9 @@ pub struct TrainReport {
     /// batch, activations, gradients), as PyTorch's `torch.cuda.max_memory_allocated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_device_mib: Option<f64>,
+    /// The input side where it is not the net's own (see [`TrainBench::resolution`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
 }
 
 /// Runs `bench`, calling `on_step` with each timed step's seconds (for a progress display).
@@ -90,7 +96,10 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
     let device = bench.device.open()?;
     let mut model = nets::Model::new(spec, 0, &device)?;
     model.net.set_kernels(bench.kernels);
-    let side = spec.default_input_size();
+    let side = bench.resolution.unwrap_or(spec.default_input_size());
+    if side == 0 {
+        return Err(Error::invalid("resolution", "must be positive"));
+    }
     let images = Tensor::randn(0f32, 1.0, (bench.batch, 3, side, side), &device)?;
     let labels: Vec<u32> = (0..bench.batch as u32)
         .map(|i| i % spec.num_classes as u32)
@@ -128,6 +137,9 @@ pub fn train(bench: &TrainBench, on_step: impl FnMut(f64)) -> Result<TrainReport
         peak_rss_mib: peak_rss_mib(),
         mode: bench.mode,
         peak_device_mib,
+        resolution: bench
+            .resolution
+            .filter(|&side| side != spec.default_input_size()),
     })
 }
 
@@ -470,6 +482,7 @@ mod tests {
             warmup: 1,
             steps: 2,
             mode: BenchMode::Train,
+            resolution: None,
         };
         let mut seen = 0;
         let report = train(&bench, |_| seen += 1).unwrap();
@@ -500,6 +513,25 @@ mod tests {
         assert!(json.contains(r#""mode":"inference""#), "{json}");
         let back: TrainReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+        // An ImageNet net at a run's smaller crop says so; at its own side it says nothing.
+        let small = TrainBench {
+            model: "resnet18".parse().unwrap(),
+            batch: 2,
+            resolution: Some(64),
+            ..bench.clone()
+        };
+        let report = train(&small, |_| {}).unwrap();
+        assert_eq!(report.resolution, Some(64));
+        assert!(
+            serde_json::to_string(&report)
+                .unwrap()
+                .contains(r#""resolution":64"#)
+        );
+        let own = TrainBench {
+            resolution: Some(32),
+            ..bench.clone()
+        };
+        assert_eq!(train(&own, |_| {}).unwrap().resolution, None);
         let zero = TrainBench { steps: 0, ..bench };
         assert!(
             train(&zero, |_| {})

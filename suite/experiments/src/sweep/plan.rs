@@ -238,9 +238,15 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
     let build = build_id();
     let mut dirty = false;
     for run in runs.iter_mut().filter(|r| r.status != Status::Done) {
+        // ImageNet runs of the shorter profiles train at smaller crops than the paper's 224.
+        let resolution = run.spec.data.resolution.map(|side| side as usize);
         let key = format!(
-            "{build}|{}|{}|{threads}|{}|{}",
-            run.spec.device, run.spec.kernels, run.model, run.spec.batch_size
+            "{build}|{}|{}|{threads}|{}|{}|{}",
+            run.spec.device,
+            run.spec.kernels,
+            run.model,
+            run.spec.batch_size,
+            resolution.map_or("own".to_string(), |side| side.to_string())
         );
         let ips = match cache.images_per_s.get(&key) {
             Some(v) => Some(*v),
@@ -256,6 +262,7 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
                     warmup: 1,
                     steps: 2,
                     mode: Default::default(),
+                    resolution,
                 };
                 let probed = trainer::bench::train(&bench, |_| {})
                     .ok()

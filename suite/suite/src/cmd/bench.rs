@@ -67,6 +67,8 @@ Examples:
   suite bench train --model resnet56 --batch 128 --steps 20 --json
   suite bench train --model resnet20 --batch 128 --kernels stock
   suite bench train --model resnet50 --batch 256 --device cuda --inference --json
+  suite bench train --model resnet34-a --batch 256 --resolution 128 --device cuda
+                                          at the ImageNet quick profiles' 128x128 crops
 
 On a GPU the report also gives the most device memory the process's tensors held at once
 (peak_device_mib), as PyTorch's torch.cuda.max_memory_allocated counts it.";
@@ -97,6 +99,9 @@ struct TrainArgs {
     /// Time forward passes in evaluation mode (inference) instead of training steps
     #[arg(long)]
     inference: bool,
+    /// Input images' side [default: the net's own: 32 for CIFAR nets, 224 for ImageNet ones]
+    #[arg(long, value_name = "PIXELS")]
+    resolution: Option<usize>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -217,6 +222,7 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         } else {
             BenchMode::Train
         },
+        resolution: args.resolution,
     };
     let bar = indicatif::ProgressBar::new(args.steps as u64)
         .with_message(format!("{} b{}", bench.model, args.batch));
