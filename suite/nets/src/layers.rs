@@ -165,6 +165,15 @@ impl Conv2d {
         &self.weight
     }
 
+    /// The same conv on a view of its weight outside the autograd graph (see
+    /// [`crate::ResNet::detached`]).
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            ..self.clone()
+        }
+    }
+
     pub fn stride(&self) -> usize {
         self.stride
     }
@@ -235,6 +244,16 @@ impl BatchNorm {
             momentum: Self::MOMENTUM,
             kernels: Kernels::default(),
         })
+    }
+
+    /// The same norm on views of its scale and shift outside the autograd graph; the running
+    /// statistics are the same variables.
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.detach(),
+            ..self.clone()
+        }
     }
 
     pub fn running_mean(&self) -> &Tensor {
@@ -390,6 +409,14 @@ impl ConvBn {
         self.conv.kernel()
     }
 
+    pub fn detached(&self) -> Self {
+        Self {
+            conv: self.conv.detached(),
+            bn: self.bn.detached(),
+            name: self.name.clone(),
+        }
+    }
+
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.conv.kernels = kernels;
         self.bn.kernels = kernels;
@@ -449,6 +476,15 @@ impl Head {
             weight: vb.get_with_hints((classes, c_in), "weight", init)?,
             bias: vb.get_with_hints(classes, "bias", init)?,
         })
+    }
+}
+
+impl Head {
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.detach(),
+        }
     }
 }
 

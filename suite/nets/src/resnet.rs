@@ -130,6 +130,13 @@ impl ShortcutPath {
         })
     }
 
+    fn detached(&self) -> Self {
+        match self {
+            Self::Projection(unit) => Self::Projection(unit.detached()),
+            other => other.clone(),
+        }
+    }
+
     fn forward(&self, xs: &Tensor, train: bool, kernels: Kernels) -> Result<Tensor> {
         match self {
             Self::Identity => Ok(xs.clone()),
@@ -196,6 +203,13 @@ impl Block {
             false => None,
         };
         Ok(Self { units, shortcut })
+    }
+
+    fn detached(&self) -> Self {
+        Self {
+            units: self.units.iter().map(ConvBn::detached).collect(),
+            shortcut: self.shortcut.as_ref().map(ShortcutPath::detached),
+        }
     }
 
     /// The block as one step of a fused run of blocks ([`::kernels::basic_blocks_train`]): a
@@ -371,7 +385,32 @@ impl ResNet {
         }
     }
 
+    /// The same net on views of its parameters outside the autograd graph: the same storage (so
+    /// it sees every update), but a forward pass through it records no ops. In candle a pass
+    /// through tracked parameters keeps every intermediate activation alive until its output is
+    /// dropped, which in evaluation, at large batches and depths, is most of the memory there is.
+    pub fn detached(&self) -> Self {
+        Self {
+            spec: self.spec,
+            stem: self.stem.detached(),
+            stages: self
+                .stages
+                .iter()
+                .map(|stage| stage.iter().map(Block::detached).collect())
+                .collect(),
+            head: self.head.detached(),
+        }
+    }
+
     fn run(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        // Evaluation never backpropagates: its activations are freed as the pass moves on.
+        if !train {
+            return self.detached().run_tracked(xs, train, taps);
+        }
+        self.run_tracked(xs, train, taps)
+    }
+
+    fn run_tracked(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut ys = forward_unit(&self.stem, xs, train, true, taps)?;
         if matches!(self.spec.family, Family::ImageNet { .. }) {
             ys = layers::max_pool2d(&ys, (3, 2, 1), self.kernels())?;

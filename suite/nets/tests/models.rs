@@ -213,6 +213,38 @@ fn same_seed_same_network() {
     assert!(max_abs_diff(&a, &c) > 0.0);
 }
 
+/// Evaluation records no autograd graph, so its activations are freed as the pass goes (in
+/// candle a tracked output keeps every intermediate tensor alive); training still records one.
+/// The detached net computes the same numbers, on the same parameter storage.
+#[test]
+fn evaluation_passes_record_no_graph() {
+    for name in ["resnet20", "plain20", "resnet18-b", "resnet50"] {
+        let m = model(name, 3);
+        let side = if name.ends_with("20") { 32 } else { 64 };
+        let x = images(2, side, 4);
+        let eval = m.net.forward_t(&x, false).unwrap();
+        assert!(
+            !eval.track_op(),
+            "{name}: the evaluation output records its ops"
+        );
+        let (tapped, taps) = m.net.forward_with_taps(&x, false).unwrap();
+        assert!(
+            !tapped.track_op() && taps.iter().all(|t| !t.response.track_op()),
+            "{name}"
+        );
+        let again = m.net.detached().forward_t(&x, false).unwrap();
+        assert_eq!(max_abs_diff(&eval, &again), 0.0, "{name}");
+        // A changed parameter shows through the detached net: it shares the storage.
+        let var = m.vars.data().lock().unwrap()["fc.bias"].clone();
+        let detached = m.net.detached();
+        var.set(&(var.as_tensor() + 1.0).unwrap()).unwrap();
+        let shifted = detached.forward_t(&x, false).unwrap();
+        assert!((max_abs_diff(&eval, &shifted) - 1.0).abs() < 1e-5, "{name}");
+        // (Last: a training pass moves the running statistics.)
+        assert!(m.net.forward_t(&x, true).unwrap().track_op(), "{name}");
+    }
+}
+
 #[test]
 fn weights_round_trip_through_safetensors() {
     let dir = tempfile::tempdir().unwrap();
