@@ -477,9 +477,7 @@ impl Head {
             bias: vb.get_with_hints(classes, "bias", init)?,
         })
     }
-}
 
-impl Head {
     pub fn detached(&self) -> Self {
         Self {
             weight: self.weight.detach(),

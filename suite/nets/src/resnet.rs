@@ -405,12 +405,12 @@ impl ResNet {
     fn run(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         // Evaluation never backpropagates: its activations are freed as the pass moves on.
         if !train {
-            return self.detached().run_tracked(xs, train, taps);
+            return self.detached().run_layers(xs, train, taps);
         }
-        self.run_tracked(xs, train, taps)
+        self.run_layers(xs, train, taps)
     }
 
-    fn run_tracked(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+    fn run_layers(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut ys = forward_unit(&self.stem, xs, train, true, taps)?;
         if matches!(self.spec.family, Family::ImageNet { .. }) {
             ys = layers::max_pool2d(&ys, (3, 2, 1), self.kernels())?;

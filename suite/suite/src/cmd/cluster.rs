@@ -2,7 +2,7 @@
 //! the results directory. Each job trains runs named by id (`--run ID`), so a job trains the same
 //! run whatever the others have done meanwhile; the last one tabulates (`--no-train`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use experiments::sweep::plan::{PlannedRun, Status};
@@ -57,26 +57,26 @@ pub fn emit(format: Emit, setup: &Setup, plans: &[SweepPlan]) -> anyhow::Result<
     if let Some(p) = plans.iter().find(|p| p.no_imagenet) {
         return Err(missing_imagenet(&p.config.name));
     }
-    let base = base_command(setup)?;
-    let todo: Vec<String> = distinct_runs(plans)
-        .into_iter()
+    let results = std::path::absolute(setup.results)
+        .with_context(|| format!("making {} absolute", setup.results.display()))?;
+    let base = base_command(setup, &results)?;
+    let runs = distinct_runs(plans);
+    let todo: Vec<String> = runs
+        .iter()
         .filter(|r| r.status != Status::Done)
-        .map(run_id)
+        .map(|r| run_id(r))
         .collect();
-    let total = distinct_runs(plans).len();
     Ok(match format {
-        Emit::Commands => commands(&base, &todo, total, setup),
-        Emit::Slurm => slurm(&base, &todo, total, setup),
+        Emit::Commands => commands(&base, &todo, runs.len(), setup),
+        Emit::Slurm => slurm(&base, &todo, runs.len(), setup, &results.join("slurm")),
     })
 }
 
-/// `suite reproduce EXPERIMENTS` with the user's options and every path absolute, so that a job
-/// runs the same from any directory of any machine that sees these paths.
-fn base_command(setup: &Setup) -> anyhow::Result<Vec<String>> {
+/// `suite reproduce EXPERIMENTS` with the user's options and every path absolute (`results`
+/// already is), so that a job runs the same from any directory of any machine that sees these
+/// paths.
+fn base_command(setup: &Setup, results: &Path) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("finding the suite binary's path")?;
-    let absolute = |path: &Path| -> anyhow::Result<PathBuf> {
-        std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
-    };
     let configs = std::fs::canonicalize(setup.configs)
         .with_context(|| format!("configs directory {}", setup.configs.display()))?;
     let mut args = vec![path_text(&exe), "reproduce".into()];
@@ -90,7 +90,7 @@ fn base_command(setup: &Setup) -> anyhow::Result<Vec<String>> {
         args.push("--deterministic".into());
     }
     args.extend(["--configs".into(), path_text(&configs)]);
-    args.extend(["--results".into(), path_text(&absolute(setup.results)?)]);
+    args.extend(["--results".into(), path_text(results)]);
     for data in setup.data {
         let path = std::fs::canonicalize(&data.path)
             .with_context(|| format!("--data {}={}", data.name, data.path.display()))?;
@@ -151,15 +151,12 @@ fn commands(base: &[String], todo: &[String], total: usize, setup: &Setup) -> St
     out
 }
 
-fn slurm(base: &[String], todo: &[String], total: usize, setup: &Setup) -> String {
+fn slurm(base: &[String], todo: &[String], total: usize, setup: &Setup, logs: &Path) -> String {
     let name = format!(
         "resnet-repro-{}-{}",
         setup.experiments.join("-"),
         setup.profile
     );
-    let logs = std::path::absolute(setup.results)
-        .unwrap_or_else(|_| setup.results.to_path_buf())
-        .join("slurm");
     let gpu = match setup.device {
         DeviceName::Cuda(_) => " --gres=gpu:1",
         DeviceName::Cpu => "",
@@ -212,7 +209,7 @@ echo "submitted the tables as job ${{tables%%;*}}"
         device = setup.device,
         todo = todo.len(),
         logs = logs.display(),
-        logs_word = shell_word(&path_text(&logs)),
+        logs_word = shell_word(&path_text(logs)),
         suite = shell_line(&suite),
     )
 }

@@ -172,8 +172,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             verdicts.push(out.verdict);
             continue;
         }
-        let config = load(&configs, name)?;
-        verdicts.push(sweep_one(&config, &args, &configs, &results, global)?);
+        let plan = plan_sweep(load(&configs, name)?, &args, &configs, &results, global)?;
+        verdicts.push(sweep_one(plan, &args, &configs, &results)?);
     }
     Ok(exit(&verdicts))
 }
@@ -226,6 +226,7 @@ pub(crate) fn load(configs: &Path, name: &str) -> anyhow::Result<SweepConfig> {
 /// A sweep's runs under the user's options, their status read from the store.
 pub(crate) struct SweepPlan {
     pub config: SweepConfig,
+    pub protocols: Protocols,
     pub options: plan::Options,
     pub runs: Vec<plan::PlannedRun>,
     /// An ImageNet sweep without a local copy: its plan can be shown, never trained.
@@ -261,6 +262,7 @@ fn plan_sweep(
     )?;
     Ok(SweepPlan {
         config,
+        protocols,
         options,
         runs,
         no_imagenet,
@@ -279,9 +281,13 @@ fn sweep_plans(
         if registry::find(name).is_some() {
             continue;
         }
-        let config = load(configs, name)?;
-        config.profile(&args.sweep.profile)?;
-        plans.push(plan_sweep(config, args, configs, results, global)?);
+        plans.push(plan_sweep(
+            load(configs, name)?,
+            args,
+            configs,
+            results,
+            global,
+        )?);
     }
     Ok(plans)
 }
@@ -310,7 +316,7 @@ fn train_named_runs(
         let found = plans.iter().find_map(|p| {
             p.runs
                 .iter()
-                .find(|r| r.dir.file_name().is_some_and(|n| n == id.as_str()))
+                .find(|r| super::cluster::run_id(r) == *id)
                 .map(|r| (p, r))
         });
         let Some((sweep, run)) = found else {
@@ -337,12 +343,7 @@ fn train_named_runs(
         }
     }
     print!("{}", plan_table(&chosen, args.jobs, &args.device));
-    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
-    let cache = datasets::cifar::default_cache_dir();
-    let progress = SweepProgress::new(&chosen, args.quiet);
-    let trained = sweep::execute::execute(&chosen, args.jobs, Some(&cache), &provenance, &progress);
-    progress.overall.finish_and_clear();
-    trained?;
+    train(&chosen, args)?;
     eprintln!(
         "tables: `suite reproduce {} --profile {} --no-train` (with the same options) once every \
          run has finished",
@@ -352,21 +353,32 @@ fn train_named_runs(
     Ok(())
 }
 
+/// Trains what `runs` still need, `args.jobs` at a time, with the sweep's progress bars.
+fn train(runs: &[plan::PlannedRun], args: &Args) -> anyhow::Result<()> {
+    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
+    let cache = datasets::cifar::default_cache_dir();
+    let progress = SweepProgress::new(runs, args.quiet);
+    let trained = sweep::execute::execute(runs, args.jobs, Some(&cache), &provenance, &progress);
+    progress.overall.finish_and_clear();
+    Ok(trained?)
+}
+
 fn sweep_one(
-    config: &SweepConfig,
+    sweep_plan: SweepPlan,
     args: &Args,
     configs: &Path,
     results: &Path,
-    global: &Global,
 ) -> anyhow::Result<Verdict> {
     let profile = args.sweep.profile.as_str();
-    let about = config.profile(profile)?.about.clone();
     let SweepPlan {
-        config: _,
+        config,
+        protocols,
         options,
         mut runs,
         no_imagenet,
-    } = plan_sweep(config.clone(), args, configs, results, global)?;
+    } = sweep_plan;
+    let config = &config;
+    let about = config.profile(profile)?.about.clone();
     if !args.no_probe && !args.no_train && !no_imagenet {
         if !args.quiet {
             eprintln!("probing training speed of the models still to train (cached per build)...");
@@ -385,9 +397,7 @@ fn sweep_one(
     if no_imagenet {
         return Err(missing_imagenet(&config.name));
     }
-    let protocols = Protocols::read(&configs.join("reference/paper.toml"))?;
     let store = sweep::store_dir(results);
-    let provenance = trainer::Provenance::detect(env!("CARGO_PKG_VERSION"));
     let cache = datasets::cifar::default_cache_dir();
     if args.no_train {
         let unfinished = runs
@@ -402,11 +412,7 @@ fn sweep_one(
             );
         }
     } else {
-        let progress = SweepProgress::new(&runs, args.quiet);
-        let trained =
-            sweep::execute::execute(&runs, args.jobs, Some(&cache), &provenance, &progress);
-        progress.overall.finish_and_clear();
-        trained?;
+        train(&runs, args)?;
     }
     // The tables hold every finished run of the sweep, also those of earlier `--models` choices.
     let all = plan::Options {
