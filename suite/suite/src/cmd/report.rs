@@ -26,7 +26,7 @@ pub struct Args {
     /// list experiments`), or `all`: every sweep with results in the profile, and an index
     #[arg(required = true)]
     experiments: Vec<String>,
-    /// The sweep's profile: smoke, quick or paper
+    /// The sweep's profile: smoke, quick, medium (CIFAR) or paper
     #[arg(long, default_value = "smoke")]
     profile: String,
     /// Results directory the tables are read from [default: --results]

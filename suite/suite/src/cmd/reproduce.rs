@@ -107,7 +107,7 @@ pub struct Args {
 
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// The sweep's profile: smoke, quick or paper
+    /// The sweep's profile: smoke, quick, medium (CIFAR) or paper
     #[arg(long, default_value = "smoke")]
     profile: String,
     /// Results directory (the run store and the tables) [default: --results]
