@@ -239,18 +239,19 @@ pub fn read_bench(path: &Path) -> Result<Vec<TrainReport>, Error> {
     Ok(reports)
 }
 
-/// Every sweep under `results` (`<experiment>/<profile>/runs.parquet`), as baseline rows: one
-/// per model, over its seeds, in the tables' order.
-pub fn accuracy_of(results: &Path) -> Result<Vec<AccuracyBaseline>, Error> {
+/// Every sweep under `results` (`<experiment>/<profile>/runs.parquet`), or only those of
+/// `profile`, as baseline rows: one per model, over its seeds, in the tables' order.
+pub fn accuracy_of(results: &Path, profile: Option<&str>) -> Result<Vec<AccuracyBaseline>, Error> {
     let mut rows = Vec::new();
-    for (experiment, profile, runs) in sweeps(results)? {
+    for (experiment, profile, runs) in sweeps(results, profile)? {
         rows.extend(summarise(&experiment, &profile, &runs)?);
     }
     Ok(rows)
 }
 
-/// `(experiment, profile, runs.parquet)` for every sweep under `results`, sorted.
-fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
+/// `(experiment, profile, runs.parquet)` for every sweep under `results` (of `only` where given),
+/// sorted.
+fn sweeps(results: &Path, only: Option<&str>) -> Result<Vec<(String, String, PathBuf)>, Error> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
@@ -264,13 +265,14 @@ fn sweeps(results: &Path) -> Result<Vec<(String, String, PathBuf)>, Error> {
         for profile in std::fs::read_dir(&experiment).map_err(io(&experiment))? {
             let profile = profile.map_err(io(&experiment))?.path();
             let runs = profile.join("runs.parquet");
-            if runs.is_file() {
-                let name = |p: &Path| {
-                    p.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()
-                };
+            let name = |p: &Path| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let wanted = only.is_none_or(|only| name(&profile) == only);
+            if wanted && runs.is_file() {
                 found.push((name(&experiment), name(&profile), runs));
             }
         }
@@ -516,6 +518,32 @@ mod tests {
             peak_device_mib: None,
             resolution: None,
         }
+    }
+
+    #[test]
+    fn a_profile_selects_its_sweeps_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for sweep in ["table6/quick", "table6/medium", "fig1/quick", "fig1/smoke"] {
+            let tables = dir.path().join(sweep);
+            std::fs::create_dir_all(&tables).unwrap();
+            std::fs::write(tables.join("runs.parquet"), b"").unwrap();
+        }
+        // A profile directory without a runs table is no sweep.
+        std::fs::create_dir_all(dir.path().join("table6/paper")).unwrap();
+        let found = |only| -> Vec<String> {
+            sweeps(dir.path(), only)
+                .unwrap()
+                .into_iter()
+                .map(|(experiment, profile, _)| format!("{experiment}/{profile}"))
+                .collect()
+        };
+        assert_eq!(found(Some("quick")), ["fig1/quick", "table6/quick"]);
+        assert_eq!(found(Some("medium")), ["table6/medium"]);
+        assert!(found(Some("paper")).is_empty());
+        assert_eq!(
+            found(None),
+            ["fig1/quick", "fig1/smoke", "table6/medium", "table6/quick"]
+        );
     }
 
     #[test]

@@ -258,6 +258,51 @@ fn regress_against_baselines(dir: &Dir) {
     );
     dir.suite(&["regress", "--baseline", "base.json", "--out", "whole"])
         .code(0);
+    // --profile keeps one profile's sweeps, and names the ones there are when it finds none.
+    let smoke = dir
+        .suite(&[
+            "regress",
+            "--baseline",
+            "base.json",
+            "--out",
+            "whole",
+            "--profile",
+            "smoke",
+        ])
+        .code(0)
+        .stdout();
+    assert!(smoke.contains("33 of 33 metrics passed"), "{smoke}");
+    let err = dir
+        .suite(&[
+            "regress",
+            "--baseline",
+            "base.json",
+            "--out",
+            "whole",
+            "--profile",
+            "medium",
+        ])
+        .code(2)
+        .stderr();
+    assert!(
+        err.contains("base.json") && err.contains("`medium`") && err.contains("profiles: smoke"),
+        "{err}"
+    );
+    let err = dir
+        .suite(&[
+            "regress",
+            "--write-baseline",
+            "--baseline",
+            "medium.json",
+            "--out",
+            "whole",
+            "--profile",
+            "medium",
+        ])
+        .code(2)
+        .stderr();
+    assert!(err.contains("no sweep of profile `medium`"), "{err}");
+    assert!(!dir.join("medium.json").exists());
 
     // The first model's baseline 50 points better than measured: a regression.
     let first = &mut baseline["accuracy"][0];

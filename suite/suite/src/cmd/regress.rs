@@ -15,6 +15,8 @@ Examples:
   suite regress --baseline ci/baselines/cpu-smoke.json --results /tmp/r --bench /tmp/bench.jsonl
   suite regress --write-baseline --baseline ci/baselines/cpu-smoke.json --results /tmp/r \\
                 --bench /tmp/bench.jsonl          (re)write the baseline from these results
+  suite regress --write-baseline --baseline ci/baselines/cpu-medium.json --profile medium
+                                                  one profile's committed tables only
 
 Accuracy passes within 3 standard deviations of the baseline's final test error, the deviation
 being its seed spread but never less than the binomial deviation on the test set's size.
@@ -33,6 +35,9 @@ pub struct Args {
     /// Results directory holding <experiment>/<profile>/runs.parquet [default: --results]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Only the sweeps of this profile: written into the baseline, or compared with it
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
     /// `suite bench train --json` output: one report per line
     #[arg(long, value_name = "FILE")]
     bench: Option<PathBuf>,
@@ -40,8 +45,8 @@ pub struct Args {
     /// nvidia-smi]
     #[arg(long, value_name = "NAME")]
     device_class: Option<String>,
-    /// Write the baseline from the results (every sweep under the results directory) and the
-    /// bench file instead of comparing
+    /// Write the baseline from the results (every sweep under the results directory, or those
+    /// of --profile) and the bench file instead of comparing
     #[arg(long)]
     write_baseline: bool,
     /// Print the comparison as JSON
@@ -66,13 +71,14 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             format: regress::FORMAT,
             command: super::reproduce::command_line(std::env::args().skip(1)),
             suite_version: env!("CARGO_PKG_VERSION").to_string(),
-            accuracy: regress::accuracy_of(&results)
+            accuracy: regress::accuracy_of(&results, args.profile.as_deref())
                 .with_context(|| format!("reading the sweeps under {}", results.display()))?,
             throughput: regress::throughput_of(&reports, &device_class),
         };
         anyhow::ensure!(
             !baseline.accuracy.is_empty() || !baseline.throughput.is_empty(),
-            "nothing to write: no sweep under {} and no --bench file",
+            "nothing to write: no sweep{} under {} and no --bench file",
+            of_profile(args.profile.as_deref()),
             results.display()
         );
         regress::write_baseline(&args.baseline, &baseline)?;
@@ -84,7 +90,17 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let baseline = regress::read_baseline(&args.baseline)?;
+    let mut baseline = regress::read_baseline(&args.baseline)?;
+    if let Some(profile) = &args.profile {
+        let profiles = profiles_of(&baseline);
+        baseline.accuracy.retain(|b| &b.profile == profile);
+        anyhow::ensure!(
+            !baseline.accuracy.is_empty(),
+            "{} has no sweep{}; its sweeps are of profiles: {profiles}",
+            args.baseline.display(),
+            of_profile(Some(profile)),
+        );
+    }
     let mut checks = regress::check_accuracy(&baseline.accuracy, &results)?;
     if !baseline.throughput.is_empty() && args.bench.is_none() {
         eprintln!("note: the baseline has throughput metrics; without --bench they are MISSING");
@@ -111,6 +127,23 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn of_profile(profile: Option<&str>) -> String {
+    profile.map_or(String::new(), |p| format!(" of profile `{p}`"))
+}
+
+fn profiles_of(baseline: &Baseline) -> String {
+    let profiles: std::collections::BTreeSet<&str> = baseline
+        .accuracy
+        .iter()
+        .map(|b| b.profile.as_str())
+        .collect();
+    if profiles.is_empty() {
+        "none".into()
+    } else {
+        profiles.into_iter().collect::<Vec<_>>().join(", ")
+    }
 }
 
 fn table(checks: &[Check]) -> String {
