@@ -256,6 +256,12 @@ fn sweeps(results: &Path, only: Option<&str>) -> Result<Vec<(String, String, Pat
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
+    let name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
     let mut found = Vec::new();
     for experiment in std::fs::read_dir(results).map_err(io(results))? {
         let experiment = experiment.map_err(io(results))?.path();
@@ -264,16 +270,10 @@ fn sweeps(results: &Path, only: Option<&str>) -> Result<Vec<(String, String, Pat
         }
         for profile in std::fs::read_dir(&experiment).map_err(io(&experiment))? {
             let profile = profile.map_err(io(&experiment))?.path();
+            let profile_name = name(&profile);
             let runs = profile.join("runs.parquet");
-            let name = |p: &Path| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let wanted = only.is_none_or(|only| name(&profile) == only);
-            if wanted && runs.is_file() {
-                found.push((name(&experiment), name(&profile), runs));
+            if only.is_none_or(|only| profile_name == only) && runs.is_file() {
+                found.push((name(&experiment), profile_name, runs));
             }
         }
     }
