@@ -656,16 +656,49 @@ fn data_info_describes_an_image_folder() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
-/// The committed quick-profile tables are what a fresh clone verifies without training: `verify`
-/// reads them with this build's schema and reaches the committed verdicts again.
+/// Every committed sweep's tables (`results/<experiment>/<profile>/`) are what a fresh clone
+/// verifies without training: `verify` reads them with this build's schema and reaches the
+/// committed verdicts again.
 #[test]
-fn verify_recomputes_the_committed_quick_verdicts() {
+fn verify_recomputes_every_committed_sweeps_verdicts() {
     let dir = Dir::default();
-    for name in ["table6", "fig1", "fig6", "fig7", "ablation-skip"] {
-        let committed = util::repo().join("results").join(name).join("quick");
-        let copy = dir.join(&format!("results/{name}/quick"));
+    let results = util::repo().join("results");
+    let mut sweeps = Vec::new();
+    for experiment in std::fs::read_dir(&results).unwrap() {
+        let experiment = experiment.unwrap().path();
+        let Ok(profiles) = std::fs::read_dir(&experiment) else {
+            continue;
+        };
+        for profile in profiles {
+            let profile = profile.unwrap().path();
+            if profile.join("verdicts.json").is_file() {
+                let name =
+                    |p: &std::path::Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+                sweeps.push((name(&experiment), name(&profile)));
+            }
+        }
+    }
+    sweeps.sort();
+    // The sweeps the README sends a new user to; more may be committed, none may go missing.
+    for expected in [
+        ("table6", "quick"),
+        ("fig1", "quick"),
+        ("fig6", "quick"),
+        ("fig7", "quick"),
+        ("ablation-skip", "quick"),
+        ("table6", "medium"),
+        ("fig1", "medium"),
+        ("fig6", "medium"),
+        ("fig7", "medium"),
+    ] {
+        let expected = (expected.0.to_owned(), expected.1.to_owned());
+        assert!(sweeps.contains(&expected), "{expected:?} not in {sweeps:?}");
+    }
+    for (name, profile) in &sweeps {
+        let committed = results.join(name).join(profile);
+        let copy = dir.join(&format!("results/{name}/{profile}"));
         util::copy_dir(&committed, &copy);
-        let run = dir.suite(&["verify", name, "--profile", "quick"]);
+        let run = dir.suite(&["verify", name, "--profile", profile]);
         let code = if std::fs::read_to_string(committed.join("verdicts.csv"))
             .unwrap()
             .contains(",failed,")
@@ -675,12 +708,12 @@ fn verify_recomputes_the_committed_quick_verdicts() {
             0
         };
         let out = run.code(code).stdout();
-        assert!(out.contains("| claim"), "{name}: {out}");
+        assert!(out.contains("| claim"), "{name}/{profile}: {out}");
         let verdicts = |dir: &std::path::Path| -> Value {
             serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap())
                 .unwrap()
         };
-        assert_eq!(verdicts(&copy), verdicts(&committed), "{name}");
+        assert_eq!(verdicts(&copy), verdicts(&committed), "{name}/{profile}");
     }
 }
 
