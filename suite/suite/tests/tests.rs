@@ -93,6 +93,40 @@ fn errors_name_what_is_wrong_and_exit_2() {
     );
 }
 
+/// The experiments a command names run one after the other, so each is checked before the first
+/// trains: a model, profile or name wrong for the last one stops the command at once.
+#[test]
+fn a_list_of_experiments_is_checked_before_anything_trains() {
+    let dir = Dir::default();
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["reproduce", "table6", "fig1", "--models", "plain32"],
+            &["`plain32` is not a run of fig1", "plain20, plain56"],
+        ),
+        (
+            &[
+                "reproduce",
+                "table6",
+                "ablation-skip",
+                "--profile",
+                "medium",
+            ],
+            &["ablation-skip.toml", "no profile `medium`"],
+        ),
+        (
+            &["reproduce", "table6", "fig99"],
+            &["no experiment `fig99`"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = dir.suite(args).code(2).stderr();
+        for text in expected {
+            assert!(err.contains(text), "{args:?}: {err}");
+        }
+        assert!(!dir.join("results").exists(), "{args:?} wrote results");
+    }
+}
+
 #[test]
 fn bench_train_times_inference_when_asked_and_says_so() {
     let dir = Dir::default();

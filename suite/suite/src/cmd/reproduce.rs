@@ -154,6 +154,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         train_named_runs(&args, global, &configs, &results)?;
         return Ok(ExitCode::SUCCESS);
     }
+    check_experiments(&args, &configs)?;
     let mut verdicts = Vec::new();
     for name in &args.experiments {
         if registry::find(name).is_some() {
@@ -267,6 +268,20 @@ fn plan_sweep(
         runs,
         no_imagenet,
     })
+}
+
+/// Every experiment named, its profile and the `--models` choice, checked before the first one
+/// trains: the sweeps run one after the other, and a typo in the last must not surface hours later.
+fn check_experiments(args: &Args, configs: &Path) -> anyhow::Result<()> {
+    for name in &args.experiments {
+        if registry::find(name).is_some() {
+            continue;
+        }
+        let config = load(configs, name)?;
+        config.profile(&args.sweep.profile)?;
+        plan::selection(&config, &args.sweep.profile, &args.models)?;
+    }
+    Ok(())
 }
 
 /// The plans of the sweeps among `args.experiments` (Table 1 trains nothing and has none).
