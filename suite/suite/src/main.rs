@@ -30,8 +30,56 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line. Many of the libraries' errors already quote their source
+/// in their own message (`{path}: {source}`), so a cause whose text is already there is left out
+/// rather than printed twice, as `{:#}` would.
+fn message(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    /// An error that quotes its source in its own message, as `#[error("{path}: {source}")]` does.
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "data.parquet: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn missing() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let quoted = anyhow::Error::new(Quoting(missing())).context("run r1");
+        assert_eq!(message(&quoted), "run r1: data.parquet: no such file");
+        let plain = anyhow::Error::new(missing()).context("reading data.parquet");
+        assert_eq!(message(&plain), "reading data.parquet: no such file");
     }
 }
