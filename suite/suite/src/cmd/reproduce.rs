@@ -59,7 +59,8 @@ pub struct Args {
     #[command(flatten)]
     sweep: SweepArgs,
     /// Only these runs of a sweep (comma-separated model names, or `core` for the profile's CPU
-    /// core); claims whose runs are missing are "not run"
+    /// core); claims whose runs are missing are "not run". Each experiment named must have every
+    /// model named, checked before anything trains
     #[arg(long, value_delimiter = ',', value_name = "MODELS")]
     models: Vec<String>,
     /// cpu, cuda or cuda:N
