@@ -36,14 +36,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line. Many of the libraries' errors already quote their source
-/// in their own message (`{path}: {source}`), so a cause whose text is already there is left out
-/// rather than printed twice, as `{:#}` would.
+/// The error and its causes on one line. Many of the libraries' errors already end their message
+/// with their source's (`{path}: {source}`), so a cause the line already ends with is left out
+/// rather than printed twice, as `{:#}` would; any other cause is kept.
 fn message(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
-        if !out.contains(&text) {
+        if !out.ends_with(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }

@@ -155,10 +155,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         train_named_runs(&args, global, &configs, &results)?;
         return Ok(ExitCode::SUCCESS);
     }
-    check_experiments(&args, &configs)?;
+    let sweeps = load_checked(&args, &configs)?;
     let mut verdicts = Vec::new();
-    for name in &args.experiments {
-        if registry::find(name).is_some() {
+    for (name, sweep) in args.experiments.iter().zip(sweeps) {
+        let Some(config) = sweep else {
             let context = Context {
                 configs: &configs,
                 results: &results,
@@ -173,8 +173,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             }
             verdicts.push(out.verdict);
             continue;
-        }
-        let plan = plan_sweep(load(&configs, name)?, &args, &configs, &results, global)?;
+        };
+        let plan = plan_sweep(config, &args, &configs, &results, global)?;
         verdicts.push(sweep_one(plan, &args, &configs, &results)?);
     }
     Ok(exit(&verdicts))
@@ -271,18 +271,22 @@ fn plan_sweep(
     })
 }
 
-/// Every experiment named, its profile and the `--models` choice, checked before the first one
-/// trains: the sweeps run one after the other, and a typo in the last must not surface hours later.
-fn check_experiments(args: &Args, configs: &Path) -> anyhow::Result<()> {
+/// The sweep config of each experiment named (`None` for a built-in one such as Table 1), its
+/// profile and the `--models` choice checked before the first one trains: the sweeps run one after
+/// the other, and a typo in the last must not surface hours later.
+fn load_checked(args: &Args, configs: &Path) -> anyhow::Result<Vec<Option<SweepConfig>>> {
+    let mut sweeps = Vec::new();
     for name in &args.experiments {
         if registry::find(name).is_some() {
+            sweeps.push(None);
             continue;
         }
         let config = load(configs, name)?;
         config.profile(&args.sweep.profile)?;
         plan::selection(&config, &args.sweep.profile, &args.models)?;
+        sweeps.push(Some(config));
     }
-    Ok(())
+    Ok(sweeps)
 }
 
 /// The plans of the sweeps among `args.experiments` (Table 1 trains nothing and has none).
