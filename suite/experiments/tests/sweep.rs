@@ -307,6 +307,37 @@ fn the_plan_skips_finished_runs_and_resumes_half_done_ones() {
     assert_eq!(paper[0].spec.iterations, 64_000);
     let quick = plan::plan(&table6, "quick", &protocol(), &options, store.path()).unwrap();
     assert_eq!(quick.len(), 1, "quick takes one seed");
+    // More seeds than the profile's: the config's first, then the integers after its largest.
+    let quick_with = |models: &[&str], seeds: Option<usize>| {
+        let options = Options {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            seeds,
+            ..Options::default()
+        };
+        plan::plan(&table6, "quick", &protocol(), &options, store.path()).unwrap()
+    };
+    let seeds = |model: &str, count: usize| -> Vec<u64> {
+        let runs = quick_with(&[model], Some(count));
+        assert!(runs.iter().all(|r| r.model == model));
+        runs.iter().map(|r| r.seed).collect()
+    };
+    assert_eq!(seeds("resnet20", 3), [0, 1, 2]);
+    assert_eq!(seeds("resnet110", 2), [0, 1]);
+    assert_eq!(seeds("resnet110", 7), [0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(plan::seeds_of(&[3, 7], None, Some(4)), [3, 7, 8, 9]);
+    assert_eq!(plan::seeds_of(&[0, 1, 2], Some(1), None), [0]);
+    assert_eq!(plan::seeds_of(&[0, 1, 2], None, None), [0, 1, 2]);
+    // Seed 0 of `--seeds 3` is the profile's own run: the same spec, the same directory.
+    let own = quick_with(&[], None);
+    let more = quick_with(&[], Some(3));
+    assert_eq!(more.len(), 3 * own.len());
+    for run in &own {
+        assert!(
+            more.iter().any(|r| r.dir == run.dir),
+            "{}",
+            run.dir.display()
+        );
+    }
 }
 
 fn record(model: &str, seed: u64, train: f64, test: f64) -> RunRecord {

@@ -492,6 +492,62 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
 }
 
 /// A sweep split into jobs ends with the tables of the same sweep run in one go: the commands of
+/// `--seeds N` trains each model's first N seeds (past the config's one, the next integers), its
+/// tables hold every seed, and the jobs it emits repeat it.
+#[test]
+fn more_seeds_than_the_profile_are_trained_tabulated_and_emitted() {
+    let Some(cifar) = shared_data("cifar10") else {
+        return;
+    };
+    let data = format!("cifar10={}", cifar.display());
+    let dir = Dir::default();
+    let with = |extra: &[&'static str]| {
+        let mut args = sweep_args(&["fig1"], "seeds", &data);
+        args.extend_from_slice(extra);
+        dir.suite(&args)
+    };
+    let listing = with(&["--seeds", "2", "--emit", "commands"])
+        .code(0)
+        .stdout();
+    assert!(listing.contains("4 of 4 runs to train"), "{listing}");
+    let commands: Vec<&str> = listing.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(commands.len(), 5, "{listing}");
+    assert!(
+        commands.iter().all(|c| c.contains(" --seeds 2 ")),
+        "{listing}"
+    );
+
+    let printed = with(&["--seeds", "2"]).code(0).stdout();
+    let table = figures(&dir.join("seeds/fig1/smoke/runs.csv"));
+    let header: Vec<&str> = table[0].split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (model, seed) = (column("model"), column("seed"));
+    let mut runs: Vec<(String, String)> = table[1..]
+        .iter()
+        .map(|row| {
+            let cells: Vec<&str> = row.split(',').collect();
+            (cells[model].to_string(), cells[seed].to_string())
+        })
+        .collect();
+    runs.sort();
+    let expected: Vec<(String, String)> = ["plain20", "plain56"]
+        .iter()
+        .flat_map(|m| ["0", "1"].map(|s| (m.to_string(), s.to_string())))
+        .collect();
+    assert_eq!(runs, expected);
+    // The summary, printed after the plan, counts both seeds of each model.
+    for model in ["plain20", "plain56"] {
+        let row = printed
+            .lines()
+            .rfind(|l| l.starts_with(&format!("| {model} ")))
+            .unwrap_or_else(|| panic!("{printed}"));
+        assert_eq!(row.split('|').nth(2).map(str::trim), Some("2"), "{row}");
+    }
+
+    let zero = with(&["--seeds", "0", "--dry-run"]).code(2).stderr();
+    assert!(zero.contains("--seeds"), "{zero}");
+}
+
 /// `--emit commands`, each run as its own process, and the task and tabulate modes of the
 /// `--emit slurm` script (what Slurm runs on the nodes), task by task.
 #[test]

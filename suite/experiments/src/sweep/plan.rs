@@ -60,6 +60,8 @@ pub struct Options {
     pub kernels: nets::Kernels,
     /// Deterministic cuDNN algorithms on CUDA (`RunSpec::deterministic`).
     pub deterministic: bool,
+    /// Seeds per model instead of the profile's `seeds_per_model` (see [`seeds_of`]).
+    pub seeds: Option<usize>,
 }
 
 /// The data path an ImageNet plan's specs name when no copy was given: such a plan is shown, never
@@ -93,15 +95,12 @@ pub fn plan(
     });
     let mut runs = Vec::new();
     for group in &config.runs {
-        let seeds = match profile.seeds_per_model {
-            Some(k) => &group.seeds[..k.min(group.seeds.len())],
-            None => &group.seeds[..],
-        };
+        let seeds = seeds_of(&group.seeds, profile.seeds_per_model, options.seeds);
         for model in &group.models {
             if !selected.iter().any(|m| m == model) {
                 continue;
             }
-            for &seed in seeds {
+            for &seed in &seeds {
                 let mut spec = if imagenet {
                     let p = &protocols.imagenet;
                     let schedule = match profile.schedule {
@@ -164,6 +163,24 @@ pub fn plan(
         }
     }
     Ok(runs)
+}
+
+/// The seeds a run group trains. A chosen count takes the group's first seeds and, where the group
+/// lists fewer, goes on with the integers after its largest: more seeds than a config lists is a
+/// user's way to measure the seed spread of a profile that runs one. Without one, the profile's
+/// `seeds_per_model` cuts the list, and no cut keeps it whole.
+pub fn seeds_of(listed: &[u64], per_profile: Option<usize>, chosen: Option<usize>) -> Vec<u64> {
+    let Some(count) = chosen else {
+        let keep = per_profile.unwrap_or(listed.len()).min(listed.len());
+        return listed[..keep].to_vec();
+    };
+    let mut seeds: Vec<u64> = listed.iter().copied().take(count).collect();
+    let mut next = listed.iter().max().map_or(0, |largest| largest + 1);
+    while seeds.len() < count {
+        seeds.push(next);
+        next += 1;
+    }
+    seeds
 }
 
 /// The models `--models` names, `core` expanded to the profile's core; all models when empty.

@@ -27,6 +27,7 @@ pub struct Setup<'a> {
     pub models: &'a [String],
     pub device: DeviceName,
     pub deterministic: bool,
+    pub seeds: Option<u16>,
     pub configs: &'a Path,
     pub results: &'a Path,
     pub data: &'a [DataArg],
@@ -88,6 +89,9 @@ fn base_command(setup: &Setup, results: &Path) -> anyhow::Result<Vec<String>> {
     args.extend(["--device".into(), setup.device.to_string()]);
     if setup.deterministic {
         args.push("--deterministic".into());
+    }
+    if let Some(seeds) = setup.seeds {
+        args.extend(["--seeds".into(), seeds.to_string()]);
     }
     args.extend(["--configs".into(), path_text(&configs)]);
     args.extend(["--results".into(), path_text(results)]);

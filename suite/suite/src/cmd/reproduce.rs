@@ -27,6 +27,8 @@ Examples:
   suite reproduce table6 --profile paper --device cuda --jobs 4
   suite reproduce fig7 --profile quick --models core --report
                                                        also the figures, in reports/fig7/quick/
+  suite reproduce table6 --profile quick --models core --seeds 3 --out /tmp/seeds
+                                                       three seeds a net, judged by their spread
   suite reproduce table3 table4 --profile quick --data imagenet=/data/imagenet --device cuda
                                                        Table 3's nets, scored with 10 crops and
                                                        at multiple scales (Table 4)
@@ -63,6 +65,11 @@ pub struct Args {
     /// model named, checked before anything trains
     #[arg(long, value_delimiter = ',', value_name = "MODELS")]
     models: Vec<String>,
+    /// Seeds per model instead of the profile's (quick and medium train one): the config's seeds,
+    /// then the integers after them, so `--seeds 3` trains seeds 0, 1 and 2 and each model is
+    /// judged by its mean and seed spread. The tables then hold every seed
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    seeds: Option<u16>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: DeviceName,
@@ -144,6 +151,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             models: &args.models,
             device: args.device,
             deterministic: args.deterministic,
+            seeds: args.seeds,
             configs: &configs,
             results: &results,
             data: &global.data,
@@ -254,6 +262,7 @@ fn plan_sweep(
         data,
         kernels: nets::Kernels::Fast,
         deterministic: args.deterministic,
+        seeds: args.seeds.map(usize::from),
     };
     let runs = plan::plan(
         &config,
