@@ -690,49 +690,68 @@ fn data_info_describes_an_image_folder() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
-/// Every committed sweep's tables (`results/<experiment>/<profile>/`) are what a fresh clone
-/// verifies without training: `verify` reads them with this build's schema and reaches the
-/// committed verdicts again.
+/// Every committed sweep's tables (`results/<experiment>/<profile>/`, and those of results sets
+/// one level down such as `results/seed-spread/`) are what a fresh clone verifies without
+/// training: `verify` reads them with this build's schema and reaches the committed verdicts again.
 #[test]
 fn verify_recomputes_every_committed_sweeps_verdicts() {
     let dir = Dir::default();
     let results = util::repo().join("results");
     let name = |p: &std::path::Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+    let subdirs = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // (results set below `results/`, "" for the main one; experiment; profile)
     let mut sweeps = Vec::new();
-    for experiment in std::fs::read_dir(&results).unwrap() {
-        let experiment = experiment.unwrap().path();
-        let Ok(profiles) = std::fs::read_dir(&experiment) else {
-            continue;
-        };
-        for profile in profiles {
-            let profile = profile.unwrap().path();
-            if profile.join("verdicts.json").is_file() {
-                sweeps.push((name(&experiment), name(&profile)));
+    let sets = std::iter::once(String::new()).chain(
+        subdirs(&results)
+            .iter()
+            .map(|p| name(p))
+            .collect::<Vec<_>>(),
+    );
+    for set in sets {
+        for experiment in subdirs(&results.join(&set)) {
+            for profile in subdirs(&experiment) {
+                if profile.join("verdicts.json").is_file() {
+                    sweeps.push((set.clone(), name(&experiment), name(&profile)));
+                }
             }
         }
     }
     // The sweeps the README sends a new user to; more may be committed, none may go missing.
-    for (experiment, profile) in [
-        ("table6", "quick"),
-        ("fig1", "quick"),
-        ("fig6", "quick"),
-        ("fig7", "quick"),
-        ("ablation-skip", "quick"),
-        ("table6", "medium"),
-        ("fig1", "medium"),
-        ("fig6", "medium"),
-        ("fig7", "medium"),
+    for (set, experiment, profile) in [
+        ("", "table6", "quick"),
+        ("", "fig1", "quick"),
+        ("", "fig6", "quick"),
+        ("", "fig7", "quick"),
+        ("", "ablation-skip", "quick"),
+        ("", "table6", "medium"),
+        ("", "fig1", "medium"),
+        ("", "fig6", "medium"),
+        ("", "fig7", "medium"),
+        ("seed-spread", "table6", "quick"),
+        ("seed-spread", "fig1", "quick"),
     ] {
         assert!(
-            sweeps.iter().any(|(e, p)| e == experiment && p == profile),
-            "{experiment}/{profile} not in {sweeps:?}"
+            sweeps
+                .iter()
+                .any(|(s, e, p)| s == set && e == experiment && p == profile),
+            "{set}/{experiment}/{profile} not in {sweeps:?}"
         );
     }
-    for (name, profile) in &sweeps {
-        let committed = results.join(name).join(profile);
-        let copy = dir.join(&format!("results/{name}/{profile}"));
+    for (set, name, profile) in &sweeps {
+        let committed = results.join(set).join(name).join(profile);
+        let out = format!("results/{set}");
+        let copy = dir.join(&format!("{out}/{name}/{profile}"));
         util::copy_dir(&committed, &copy);
-        let run = dir.suite(&["verify", name, "--profile", profile]);
+        let run = dir.suite(&["verify", name, "--profile", profile, "--out", &out]);
         let code = if std::fs::read_to_string(committed.join("verdicts.csv"))
             .unwrap()
             .contains(",failed,")
@@ -741,13 +760,20 @@ fn verify_recomputes_every_committed_sweeps_verdicts() {
         } else {
             0
         };
-        let out = run.code(code).stdout();
-        assert!(out.contains("| claim"), "{name}/{profile}: {out}");
+        let printed = run.code(code).stdout();
+        assert!(
+            printed.contains("| claim"),
+            "{set}/{name}/{profile}: {printed}"
+        );
         let verdicts = |dir: &std::path::Path| -> Value {
             serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap())
                 .unwrap()
         };
-        assert_eq!(verdicts(&copy), verdicts(&committed), "{name}/{profile}");
+        assert_eq!(
+            verdicts(&copy),
+            verdicts(&committed),
+            "{set}/{name}/{profile}"
+        );
     }
 }
 
