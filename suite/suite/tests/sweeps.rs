@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use experiments::store;
+use experiments::sweep::tables;
+
 use crate::util::{Dir, shared_data};
 
 const SWEEPS: [&str; 5] = ["table6", "fig1", "fig6", "fig7", "ablation-skip"];
@@ -491,7 +494,6 @@ fn imagenet_smoke_sweeps_train_on_a_generated_folder_and_explain_missing_data() 
     .code(0);
 }
 
-/// A sweep split into jobs ends with the tables of the same sweep run in one go: the commands of
 /// `--seeds N` trains each model's first N seeds (past the config's one, the next integers), its
 /// tables hold every seed, and the jobs it emits repeat it.
 #[test]
@@ -518,23 +520,19 @@ fn more_seeds_than_the_profile_are_trained_tabulated_and_emitted() {
     );
 
     let printed = with(&["--seeds", "2"]).code(0).stdout();
-    let table = figures(&dir.join("seeds/fig1/smoke/runs.csv"));
-    let header: Vec<&str> = table[0].split(',').collect();
-    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (model, seed) = (column("model"), column("seed"));
-    let mut runs: Vec<(String, String)> = table[1..]
-        .iter()
-        .map(|row| {
-            let cells: Vec<&str> = row.split(',').collect();
-            (cells[model].to_string(), cells[seed].to_string())
-        })
-        .collect();
+    let table = dir.join("seeds/fig1/smoke/runs.parquet");
+    let records = tables::records_from(&store::read_parquet(&table).unwrap(), &table).unwrap();
+    let mut runs: Vec<(&str, u64)> = records.iter().map(|r| (r.model.as_str(), r.seed)).collect();
     runs.sort();
-    let expected: Vec<(String, String)> = ["plain20", "plain56"]
-        .iter()
-        .flat_map(|m| ["0", "1"].map(|s| (m.to_string(), s.to_string())))
-        .collect();
-    assert_eq!(runs, expected);
+    assert_eq!(
+        runs,
+        [
+            ("plain20", 0),
+            ("plain20", 1),
+            ("plain56", 0),
+            ("plain56", 1)
+        ]
+    );
     // The summary, printed after the plan, counts both seeds of each model.
     for model in ["plain20", "plain56"] {
         let row = printed
@@ -548,6 +546,7 @@ fn more_seeds_than_the_profile_are_trained_tabulated_and_emitted() {
     assert!(zero.contains("--seeds"), "{zero}");
 }
 
+/// A sweep split into jobs ends with the tables of the same sweep run in one go: the commands of
 /// `--emit commands`, each run as its own process, and the task and tabulate modes of the
 /// `--emit slurm` script (what Slurm runs on the nodes), task by task.
 #[test]

@@ -710,12 +710,8 @@ fn verify_recomputes_every_committed_sweeps_verdicts() {
     };
     // (results set below `results/`, "" for the main one; experiment; profile)
     let mut sweeps = Vec::new();
-    let sets = std::iter::once(String::new()).chain(
-        subdirs(&results)
-            .iter()
-            .map(|p| name(p))
-            .collect::<Vec<_>>(),
-    );
+    let mut sets = vec![String::new()];
+    sets.extend(subdirs(&results).iter().map(|p| name(p)));
     for set in sets {
         for experiment in subdirs(&results.join(&set)) {
             for profile in subdirs(&experiment) {
