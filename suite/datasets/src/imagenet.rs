@@ -147,6 +147,21 @@ fn has_class_folders(dir: &Path) -> bool {
     })
 }
 
+/// The training images' folder of the ImageNet copy at `dir`: `dir/train`, one folder per class;
+/// the error names `dir` and the layout expected.
+pub fn training_root(dir: &Path) -> Result<PathBuf, Error> {
+    let root = dir.join("train");
+    if root.is_dir() {
+        Ok(root)
+    } else {
+        Err(Error::Source {
+            path: dir.to_path_buf(),
+            msg: "has no train/ folder: expected train/<wnid>/<image> beside the validation images"
+                .into(),
+        })
+    }
+}
+
 /// Which of the training folder's classes a run trains on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -55,6 +55,46 @@ fn the_repository_sweeps_load() {
     assert!(ids("ablation-skip").iter().any(|d| table6.contains(d)));
 }
 
+/// A plan's time estimate counts the evaluations over the validation images the run will read:
+/// those of the copy given, not ImageNet's 50,000 (which made a smoke sweep of four 4-step runs on
+/// a generated folder look like hours).
+#[test]
+fn imagenet_estimates_count_the_copys_validation_images() {
+    let store = Path::new("/store");
+    let table2 = SweepConfig::load(&configs(), "table2").unwrap();
+    let plan_with = |data: &Path, profile: &str| {
+        let options = Options {
+            data: Some(data.to_path_buf()),
+            ..Options::default()
+        };
+        plan::plan(&table2, profile, &protocol(), &options, store).unwrap()
+    };
+    let copy = tempfile::tempdir().unwrap();
+    datasets::imagenet::write_synthetic(copy.path(), 4, (2, 3), 0).unwrap();
+    let smoke = plan_with(copy.path(), "smoke");
+    assert_eq!(plan::eval_images(&smoke[0].spec), 4 * 3);
+    // No readable copy: ImageNet's own 50 images a class, of every class or of the profile's.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        plan::eval_images(&plan_with(empty.path(), "smoke")[0].spec),
+        50_000
+    );
+    let quick = &plan_with(empty.path(), "quick")[0].spec;
+    let classes = quick.data.classes.as_ref().unwrap().len();
+    assert_eq!(plan::eval_images(quick), 50 * classes);
+    // Evaluations are the larger part of a smoke run's estimate with ImageNet's count, a small
+    // one with the copy's.
+    let spec = &smoke[0].spec;
+    let train_only = plan::seconds_left(spec, Status::New, 100.0, 0);
+    let counted = plan::seconds_left(spec, Status::New, 100.0, 12);
+    let assumed = plan::seconds_left(spec, Status::New, 100.0, 50_000);
+    assert!(
+        train_only < counted && counted < 2.0 * train_only,
+        "{train_only} {counted}"
+    );
+    assert!(assumed > 100.0 * counted, "{assumed} {counted}");
+}
+
 #[test]
 fn the_imagenet_sweeps_load_and_plan_the_papers_protocol() {
     for name in ["table2", "fig4", "table3", "table4"] {
@@ -284,8 +324,9 @@ fn the_plan_skips_finished_runs_and_resumes_half_done_ones() {
     assert_eq!(again[0].status, Status::Done);
     assert_eq!(again[1].status, Status::HalfDone { iteration: 2 });
     // Half done: only the iterations left are estimated.
-    let full = plan::seconds_left(&again[1].spec, Status::New, 100.0);
-    let half = plan::seconds_left(&again[1].spec, again[1].status, 100.0);
+    let eval = plan::eval_images(&again[1].spec);
+    let full = plan::seconds_left(&again[1].spec, Status::New, 100.0, eval);
+    let half = plan::seconds_left(&again[1].spec, again[1].status, 100.0, eval);
     assert!(half < full && half > 0.0, "{half} {full}");
     // --models restricts; `core` expands; an unknown name lists the runs.
     let table6 = SweepConfig::load(&configs(), "table6").unwrap();

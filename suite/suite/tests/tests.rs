@@ -127,6 +127,47 @@ fn a_list_of_experiments_is_checked_before_anything_trains() {
     }
 }
 
+/// A `--data` copy is recognised before the plan's speed probe and the first run: a wrong path
+/// stops the command at once, naming the flag and what the folder lacks.
+#[test]
+fn a_data_copy_that_is_not_the_dataset_stops_reproduce_before_anything_trains() {
+    let dir = Dir::default();
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    let cases = [
+        (
+            "table6",
+            "cifar10=missing",
+            &["--data cifar10=missing", "is not a directory"][..],
+        ),
+        (
+            "table6",
+            "cifar10=empty",
+            &["--data cifar10=empty", "parquet"],
+        ),
+        (
+            "table2",
+            "imagenet=empty",
+            &["--data imagenet=empty", "no train/ folder"],
+        ),
+    ];
+    for (experiment, data, expected) in cases {
+        let args = [
+            "reproduce",
+            experiment,
+            "--profile",
+            "smoke",
+            "--data",
+            data,
+        ];
+        let err = dir.suite(&args).code(2).stderr();
+        for text in expected {
+            assert!(err.contains(text), "{args:?}: {err}");
+        }
+        assert!(!err.contains("probing"), "{args:?} probed: {err}");
+        assert!(!dir.join("results").exists(), "{args:?} wrote results");
+    }
+}
+
 #[test]
 fn bench_train_times_inference_when_asked_and_says_so() {
     let dir = Dir::default();
@@ -734,6 +775,7 @@ fn verify_recomputes_every_committed_sweeps_verdicts() {
         ("", "fig7", "medium"),
         ("seed-spread", "table6", "quick"),
         ("seed-spread", "fig1", "quick"),
+        ("seed-spread", "table6", "medium"),
     ] {
         assert!(
             sweeps

@@ -132,15 +132,7 @@ fn imagenet_classes(spec: &RunSpec) -> Result<(&Path, Vec<String>), Error> {
         .path
         .as_deref()
         .ok_or_else(|| Error::invalid("data.path", "ImageNet needs a local copy"))?;
-    let train_root = root.join("train");
-    if !train_root.is_dir() {
-        return Err(datasets::Error::Source {
-            path: root.to_path_buf(),
-            msg: "has no train/ folder: expected train/<wnid>/<image> beside the validation images"
-                .into(),
-        }
-        .into());
-    }
+    let train_root = imagenet::training_root(root)?;
     let available = datasets::folder::class_names(&train_root)?;
     let classes = match &spec.data.classes {
         None => available,

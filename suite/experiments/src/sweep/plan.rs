@@ -254,6 +254,7 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
         .unwrap_or_default();
     let build = build_id();
     let mut dirty = false;
+    let mut counted = BTreeMap::new();
     for run in runs.iter_mut().filter(|r| r.status != Status::Done) {
         // ImageNet runs of the shorter profiles train at smaller crops than the paper's 224.
         let resolution = run.spec.data.resolution.map(|side| side as usize);
@@ -291,7 +292,13 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
                 probed
             }
         };
-        run.estimate_s = ips.map(|ips| seconds_left(&run.spec, run.status, ips));
+        // Runs of one sweep share their copy, classes and subset: one listing serves them all.
+        let data = &run.spec.data;
+        let eval_key = format!("{:?}|{:?}|{:?}", data.path, data.classes, data.eval_subset);
+        let eval = *counted
+            .entry(eval_key)
+            .or_insert_with(|| eval_images(&run.spec));
+        run.estimate_s = ips.map(|ips| seconds_left(&run.spec, run.status, ips, eval));
     }
     if let (true, Some(path)) = (dirty, cache_file) {
         let json = serde_json::to_string_pretty(&cache).expect("a cache serialises");
@@ -303,8 +310,27 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
     }
 }
 
-/// Training and evaluation seconds a run still needs at `images_per_s` training throughput.
-pub fn seconds_left(spec: &RunSpec, status: Status, images_per_s: f64) -> f64 {
+/// The images one evaluation of `spec` reads: its evaluation subset, else the whole validation
+/// split. For ImageNet that is the copy's validation images of the run's classes, counted on disk;
+/// without a readable copy, the 50 a class of ImageNet's own validation set.
+pub fn eval_images(spec: &RunSpec) -> usize {
+    if spec.data.dataset == trainer::spec::IMAGENET
+        && let Ok(folder) = trainer::data::imagenet_eval(spec)
+    {
+        return folder.len();
+    }
+    let full = match (spec.data.dataset.as_str(), &spec.data.classes) {
+        (trainer::spec::IMAGENET, Some(classes)) => 50 * classes.len(),
+        (trainer::spec::IMAGENET, None) => 50_000,
+        _ if spec.data.holdout => 5000,
+        _ => 10_000,
+    };
+    spec.data.eval_subset.unwrap_or(full)
+}
+
+/// Training and evaluation seconds a run still needs at `images_per_s` training throughput, each
+/// evaluation reading `eval_images` images ([`eval_images`]).
+pub fn seconds_left(spec: &RunSpec, status: Status, images_per_s: f64, eval_images: usize) -> f64 {
     let from = match status {
         Status::HalfDone { iteration } => iteration,
         Status::Done => spec.iterations,
@@ -316,14 +342,6 @@ pub fn seconds_left(spec: &RunSpec, status: Status, images_per_s: f64) -> f64 {
         0 => 1,
         every => left / every + u64::from(!spec.iterations.is_multiple_of(every)),
     };
-    // ImageNet's validation set has 50 images per class.
-    let full = match (spec.data.dataset.as_str(), &spec.data.classes) {
-        (trainer::spec::IMAGENET, Some(classes)) => 50 * classes.len(),
-        (trainer::spec::IMAGENET, None) => 50_000,
-        _ if spec.data.holdout => 5000,
-        _ => 10_000,
-    };
-    let eval_images = spec.data.eval_subset.unwrap_or(full);
     train + evals as f64 * eval_images as f64 / (images_per_s * EVAL_SPEEDUP)
 }
 

@@ -143,6 +143,7 @@ pub struct VerifyArgs {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let configs = crate::paths::configs_dir(global.configs.as_deref());
     let results = global.results_dir(args.sweep.out.as_deref());
+    check_data(global)?;
     if let Some(format) = args.emit {
         let plans = sweep_plans(&args, global, &configs, &results)?;
         let setup = super::cluster::Setup {
@@ -278,6 +279,31 @@ fn plan_sweep(
         runs,
         no_imagenet,
     })
+}
+
+/// The local copies `--data` names, recognised before anything is planned, probed or trained: a
+/// wrong path fails at once, naming the flag, rather than at the first run after the speed probe.
+fn check_data(global: &Global) -> anyhow::Result<()> {
+    for data in &global.data {
+        recognise(&data.name, &data.path)
+            .with_context(|| format!("--data {}={}", data.name, data.path.display()))?;
+    }
+    Ok(())
+}
+
+fn recognise(name: &str, path: &Path) -> anyhow::Result<()> {
+    use datasets::{cifar, imagenet};
+    match name {
+        "cifar10" => {
+            cifar::Source::local(path)?.files()?;
+        }
+        "imagenet" => {
+            imagenet::training_root(path)?;
+            imagenet::Layout::detect(path)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The sweep config of each experiment named (`None` for a built-in one such as Table 1), its
