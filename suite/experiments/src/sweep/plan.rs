@@ -292,13 +292,14 @@ pub fn estimate(runs: &mut [PlannedRun], cache_file: Option<&Path>, threads: usi
                 probed
             }
         };
+        let Some(ips) = ips else { continue };
         // Runs of one sweep share their copy, classes and subset: one listing serves them all.
         let data = &run.spec.data;
         let eval_key = format!("{:?}|{:?}|{:?}", data.path, data.classes, data.eval_subset);
         let eval = *counted
             .entry(eval_key)
             .or_insert_with(|| eval_images(&run.spec));
-        run.estimate_s = ips.map(|ips| seconds_left(&run.spec, run.status, ips, eval));
+        run.estimate_s = Some(seconds_left(&run.spec, run.status, ips, eval));
     }
     if let (true, Some(path)) = (dirty, cache_file) {
         let json = serde_json::to_string_pretty(&cache).expect("a cache serialises");

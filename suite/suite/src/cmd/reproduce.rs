@@ -284,24 +284,15 @@ fn plan_sweep(
 /// The local copies `--data` names, recognised before anything is planned, probed or trained: a
 /// wrong path fails at once, naming the flag, rather than at the first run after the speed probe.
 fn check_data(global: &Global) -> anyhow::Result<()> {
-    for data in &global.data {
-        recognise(&data.name, &data.path)
-            .with_context(|| format!("--data {}={}", data.name, data.path.display()))?;
+    let flag = |name: &str, path: &Path| format!("--data {name}={}", path.display());
+    if let Some(path) = global.data_path("cifar10") {
+        super::data::cifar_source(global)
+            .and_then(|source| Ok(source.files()?))
+            .with_context(|| flag("cifar10", path))?;
     }
-    Ok(())
-}
-
-fn recognise(name: &str, path: &Path) -> anyhow::Result<()> {
-    use datasets::{cifar, imagenet};
-    match name {
-        "cifar10" => {
-            cifar::Source::local(path)?.files()?;
-        }
-        "imagenet" => {
-            imagenet::training_root(path)?;
-            imagenet::Layout::detect(path)?;
-        }
-        _ => {}
+    if let Some(path) = global.data_path("imagenet") {
+        datasets::imagenet::training_root(path).with_context(|| flag("imagenet", path))?;
+        datasets::imagenet::Layout::detect(path).with_context(|| flag("imagenet", path))?;
     }
     Ok(())
 }
