@@ -776,6 +776,8 @@ fn verify_recomputes_every_committed_sweeps_verdicts() {
         ("seed-spread", "table6", "quick"),
         ("seed-spread", "fig1", "quick"),
         ("seed-spread", "table6", "medium"),
+        ("seed-spread", "fig1", "medium"),
+        ("seed-spread", "fig7", "medium"),
     ] {
         assert!(
             sweeps
@@ -811,6 +813,64 @@ fn verify_recomputes_every_committed_sweeps_verdicts() {
             verdicts(&copy),
             verdicts(&committed),
             "{set}/{name}/{profile}"
+        );
+    }
+}
+
+/// The seeded baselines (`ci/baselines/cpu-<profile>-seeds.json`) are what `--write-baseline`
+/// writes from the committed seed-spread tables, and the committed one-seed tables, trained on
+/// another CPU class than the seeds, fall inside their bands: what comparing across machines
+/// rests on.
+#[test]
+fn seeded_baselines_match_the_seed_spread_and_pass_the_committed_tables() {
+    let dir = Dir::default();
+    let repo = util::repo();
+    let path = |p: &str| repo.join(p).to_str().unwrap().to_owned();
+    for (profile, metrics) in [("quick", 6), ("medium", 10)] {
+        let committed = path(&format!("ci/baselines/cpu-{profile}-seeds.json"));
+        let written = format!("{profile}.json");
+        dir.suite(&[
+            "regress",
+            "--write-baseline",
+            "--baseline",
+            &written,
+            "--out",
+            &path("results/seed-spread"),
+            "--profile",
+            profile,
+        ])
+        .code(0);
+        let accuracy = |file: &std::path::Path| -> Value {
+            let baseline: Value =
+                serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            baseline["accuracy"].clone()
+        };
+        let ours = accuracy(&dir.join(&written));
+        assert_eq!(ours.as_array().map(Vec::len), Some(metrics), "{ours}");
+        for entry in ours.as_array().unwrap() {
+            assert_eq!(entry["seeds"], 3, "{entry}");
+        }
+        assert_eq!(
+            ours,
+            accuracy(std::path::Path::new(&committed)),
+            "{profile}"
+        );
+
+        let out = dir
+            .suite(&[
+                "regress",
+                "--baseline",
+                &committed,
+                "--out",
+                &path("results"),
+                "--profile",
+                profile,
+            ])
+            .code(0)
+            .stdout();
+        assert!(
+            out.contains(&format!("{metrics} of {metrics} metrics passed")),
+            "{profile}: {out}"
         );
     }
 }

@@ -435,7 +435,12 @@ fn sweep_one(
             trainer::bench::threads(),
         );
     }
-    println!("{} ({profile} profile)\n{about}\n", config.header.title);
+    println!("{} ({profile} profile)\n{about}", config.header.title);
+    if let Some(n) = args.seeds {
+        // The profile's text counts its own seeds; say that this sweep trains others.
+        println!("--seeds {n}: {n} seeds a net in place of the profile's, judged by their spread.");
+    }
+    println!();
     print!("{}", plan_table(&runs, args.jobs, &args.device));
     if args.dry_run {
         return Ok(Verdict::NotRun);
