@@ -41,8 +41,8 @@ pub struct Args {
     /// `suite bench train --json` output: one report per line
     #[arg(long, value_name = "FILE")]
     bench: Option<PathBuf>,
-    /// What the benchmarked device is [default: the CPU's model name, or the GPU's from
-    /// nvidia-smi]
+    /// What the benchmarked device is [default: the CPU's model name, family, model number and
+    /// CPU count from /proc/cpuinfo, or the GPU's name from nvidia-smi]
     #[arg(long, value_name = "NAME")]
     device_class: Option<String>,
     /// Write the baseline from the results (every sweep under the results directory, or those
