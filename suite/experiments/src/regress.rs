@@ -348,12 +348,7 @@ fn median_images_per_s(benchmark: &ThroughputBaseline, reports: &[TrainReport]) 
         .map(|r| r.images_per_s)
         .collect();
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
-    }
+    trainer::step::median_of_sorted(&values)
 }
 
 /// Compares the sweeps under `results` with the baseline's accuracy rows.

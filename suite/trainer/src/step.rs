@@ -93,17 +93,22 @@ impl Throughput {
     pub fn from_step_times(batch: usize, seconds: &[f64]) -> Self {
         let mut rates: Vec<f64> = seconds.iter().map(|s| batch as f64 / s).collect();
         rates.sort_by(f64::total_cmp);
-        let median = match rates.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => rates[n / 2],
-            n => (rates[n / 2 - 1] + rates[n / 2]) / 2.0,
-        };
         Self {
-            median,
+            median: median_of_sorted(&rates).unwrap_or(f64::NAN),
             min: rates.first().copied().unwrap_or(f64::NAN),
             max: rates.last().copied().unwrap_or(f64::NAN),
             steps: rates.len(),
         }
+    }
+}
+
+/// The median of values sorted in ascending order (the mean of the middle two where their number
+/// is even); `None` for no values.
+pub fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
