@@ -478,20 +478,19 @@ pub fn device_class(device: &str) -> String {
 /// CPUs)`. Virtual machines often report a generic model name for different generations, whose
 /// throughput differs by far more than a regression band, so the name alone is not a class.
 pub fn cpu_class(cpuinfo: &str) -> Option<String> {
+    let entries = || {
+        cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim(), v.trim()))
+    };
     let field = |key: &str| {
-        cpuinfo.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == key).then(|| v.trim().to_string())
-        })
+        entries()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
     };
     let name = field("model name").filter(|n| !n.is_empty())?;
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| {
-            l.split_once(':')
-                .is_some_and(|(k, _)| k.trim() == "processor")
-        })
-        .count();
+    let cpus = entries().filter(|(k, _)| *k == "processor").count();
     let mut details = Vec::new();
     if let Some(family) = field("cpu family") {
         details.push(format!("family {family}"));
