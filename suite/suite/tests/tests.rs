@@ -826,7 +826,7 @@ fn seeded_baselines_match_the_seed_spread_and_pass_the_committed_tables() {
     let dir = Dir::default();
     let repo = util::repo();
     let path = |p: &str| repo.join(p).to_str().unwrap().to_owned();
-    for (profile, metrics) in [("quick", 6), ("medium", 14)] {
+    for (profile, metrics) in [("quick", 6), ("medium", 16)] {
         let committed = path(&format!("ci/baselines/cpu-{profile}-seeds.json"));
         let written = format!("{profile}.json");
         dir.suite(&[
